@@ -1,0 +1,12 @@
+using System.CommandLine;
+
+namespace VisualChat.Cli.Commands;
+
+/// <summary>Every subcommand of <c>vchat</c>, one class each in this folder.</summary>
+public static class CommandCatalog
+{
+    public static IEnumerable<Command> All()
+    {
+        yield break;
+    }
+}
