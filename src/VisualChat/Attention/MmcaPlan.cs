@@ -33,7 +33,7 @@ public sealed class MmcaPlan : IDisposable
     /// <summary>[B, 1, Lq, 1] float: 1 where the query is an image token.</summary>
     public Tensor QueryIsImage { get; }
 
-    readonly DisposeScope _scope;
+    readonly List<Tensor> _owned = new();
 
     /// <param name="keyModality">[B, Lk] int64 <see cref="TokenModality"/> values of every key position (cached then new).</param>
     /// <param name="queryLength">How many of the last key positions are queries in this call.</param>
@@ -49,7 +49,6 @@ public sealed class MmcaPlan : IDisposable
         KeyLength = keys;
         var device = keyModality.device;
 
-        _scope = NewDisposeScope();
         using var temporaries = NewDisposeScope();
         var modality = keyModality.to(ScalarType.Int64);
         var queryModality = modality.narrow(1, keys - queryLength, queryLength);
@@ -85,7 +84,7 @@ public sealed class MmcaPlan : IDisposable
             TextSeesImage = seesImage.to(dtype).unsqueeze(1);
         }
         foreach (var t in new[] { TextQueryIndex, TextKeyIndex, TextQueryValid, QueryIsImage, TextToTextMask, ImageKeyIndex, TextToImageMask, TextSeesImage })
-            t?.MoveToOtherDisposeScope(_scope);
+            if (t is not null) _owned.Add(t.DetachFromDisposeScope());
     }
 
     /// <summary>Positions where <paramref name="selected"/> is true, in order, packed to the left of each row; the
@@ -102,5 +101,9 @@ public sealed class MmcaPlan : IDisposable
         return (index, valid, width);
     }
 
-    public void Dispose() => _scope.Dispose();
+    public void Dispose()
+    {
+        foreach (var t in _owned) t.Dispose();
+        _owned.Clear();
+    }
 }

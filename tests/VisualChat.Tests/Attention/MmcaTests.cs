@@ -8,29 +8,8 @@ public class MmcaTests
 {
     const long P = (long)TokenModality.Padding, T = (long)TokenModality.Text, I = (long)TokenModality.Image;
 
-    /// <summary>The obviously-correct dense formulation: two masked softmaxes over all keys, summed; image rows copy
-    /// their own value; rows with no allowed key contribute zero.</summary>
-    static Tensor DenseReference(Tensor q, Tensor k, Tensor v, Tensor keyModality)
-    {
-        long b = q.shape[0], h = q.shape[1], lq = q.shape[2], d = q.shape[3], lk = k.shape[2];
-        long groups = h / k.shape[1];
-        k = k.repeat_interleave(groups, dim: 1);
-        v = v.repeat_interleave(groups, dim: 1);
-        var scores = q.matmul(k.transpose(2, 3)) / Math.Sqrt(d);
-        var qMod = keyModality.narrow(1, lk - lq, lq);
-        var qPos = arange(lk - lq, lk).view(1, lq, 1);
-        var kPos = arange(lk).view(1, 1, lk);
-        var textQuery = qMod.eq(T).unsqueeze(2);
-        var allowText = keyModality.eq(T).unsqueeze(1).logical_and(kPos.le(qPos)).logical_and(textQuery).unsqueeze(1);
-        var allowImage = keyModality.eq(I).unsqueeze(1).logical_and(kPos.lt(qPos)).logical_and(textQuery).unsqueeze(1);
-        Tensor Branch(Tensor allow)
-        {
-            var p = scores.masked_fill(allow.logical_not(), -1e9).softmax(-1) * allow.to(q.dtype);
-            return p.matmul(v);
-        }
-        var own = v.narrow(2, lk - lq, lq) * qMod.eq(I).to(q.dtype).view(b, 1, lq, 1);
-        return Branch(allowText) + Branch(allowImage) + own;
-    }
+    static Tensor DenseReference(Tensor q, Tensor k, Tensor v, Tensor keyModality) =>
+        DenseMultiModalCausalAttention.Attend(q, k, v, keyModality);
 
     static Tensor Modality(params long[][] rows) => tensor(rows.SelectMany(r => r).ToArray()).view(rows.Length, rows[0].Length);
 
