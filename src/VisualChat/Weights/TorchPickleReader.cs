@@ -30,6 +30,9 @@ internal sealed class TorchPickleReader
         "torch._utils._rebuild_tensor_v2",
         "torch._utils._rebuild_parameter",
         "torch._utils._rebuild_parameter_with_state",
+        // Plain values that DeepSpeed model-state files keep beside the weights (param_shapes, device names).
+        "torch.Size",
+        "torch.device",
     };
 
     private readonly string _file;
@@ -291,6 +294,8 @@ internal sealed class TorchPickleReader
         {
             "collections.OrderedDict" => NewOrderedDict(arguments),
             "torch._utils._rebuild_tensor_v2" => RebuildTensor(arguments),
+            "torch.Size" => arguments is [object?[] dimensions] ? dimensions : throw Corrupt("torch.Size called with unexpected arguments"),
+            "torch.device" => string.Join(":", arguments.Select(a => a?.ToString())),
             "torch._utils._rebuild_parameter" or "torch._utils._rebuild_parameter_with_state" =>
                 arguments.Length >= 1 && arguments[0] is TorchTensorView view ? view : throw Corrupt("_rebuild_parameter without a tensor"),
             _ => throw new InvalidDataException(

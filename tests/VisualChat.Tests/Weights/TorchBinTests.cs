@@ -118,4 +118,22 @@ public class TorchBinTests
         var error = Assert.Throws<InvalidDataException>(() => TensorFiles.Open(path));
         Assert.Contains(path, error.Message);
     }
+
+    [Fact]
+    public void OpensAShardedBinCheckpointThroughItsIndex()
+    {
+        using var files = new WeightsTestFiles();
+        File.Copy(WeightsTestFiles.Fixture("tensors.bin"), files.PathOf("pytorch_model-00001-of-00002.bin"));
+        File.Copy(WeightsTestFiles.Fixture("nested.bin"), files.PathOf("pytorch_model-00002-of-00002.bin"));
+        File.WriteAllText(files.PathOf("pytorch_model.bin.index.json"), """
+            {"metadata": {"total_size": 56},
+             "weight_map": {"f32": "pytorch_model-00001-of-00002.bin", "slice_b": "pytorch_model-00001-of-00002.bin",
+                            "w": "pytorch_model-00002-of-00002.bin"}}
+            """);
+        using var source = TensorFiles.Open(files.Folder);
+        Assert.Equal(["f32", "slice_b", "w"], source.Entries.Select(e => e.Name));
+        Assert.Equal(new float[] { 2, 4, 6 }, Values<float>(source, "slice_b"));
+        Assert.Equal(new float[] { 1, 2 }, Values<float>(source, "w"));
+        Assert.EndsWith("pytorch_model-00002-of-00002.bin", source.Describe("w").File);
+    }
 }

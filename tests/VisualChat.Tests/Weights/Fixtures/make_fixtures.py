@@ -13,7 +13,11 @@ sd["slice_b"] = big[2:8:2]              # offset 2, stride 2 -> [2,4,6]
 sd["slice_c"] = big[5:]                 # same storage, offset 5
 torch.save(sd, "tensors.bin")
 # Nested like a DeepSpeed/trainer checkpoint
-torch.save({"module": collections.OrderedDict([("w", torch.tensor([1.0, 2.0]))])}, "nested.bin")
+# (DeepSpeed model-state files keep param_shapes of torch.Size, a device and plain values beside "module")
+w = torch.tensor([1.0, 2.0])
+torch.save({"module": collections.OrderedDict([("w", w)]), "buffer_names": [], "optimizer": None,
+            "param_shapes": [collections.OrderedDict([("w", w.shape)])], "device": torch.device("cpu"),
+            "ds_version": "0.10.0", "global_steps": 3}, "nested.bin")
 # model.state_dict() style (OrderedDict with _metadata attribute -> BUILD)
 m = torch.nn.Linear(3, 2)
 with torch.no_grad():
