@@ -120,7 +120,8 @@ public static class StateDict
     /// <summary>
     /// Saves the module's state dict, converted to <paramref name="dtype"/> when given: to one file when
     /// <paramref name="pathOrFolder"/> ends with <c>.safetensors</c>, otherwise into that folder as
-    /// <c>model.safetensors</c> or shards of at most <paramref name="maxShardBytes"/> with an index.
+    /// <c>model.safetensors</c> or shards of at most <paramref name="maxShardBytes"/> with an index (the limit applies
+    /// to folders only). Integer buffers keep their type; metadata is <c>{"format": "pt"}</c> as transformers writes.
     /// </summary>
     public static void Save(torch.nn.Module module, string pathOrFolder, torch.ScalarType? dtype = null, long maxShardBytes = long.MaxValue)
     {
