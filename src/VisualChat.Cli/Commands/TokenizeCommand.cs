@@ -29,10 +29,10 @@ public static class TokenizeCommand
             catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or UnauthorizedAccessException)
             {
                 // The loaders' messages already name the file; keep the path in front for the folder case.
-                Console.Error.WriteLine($"vchat tokenize: cannot load tokenizer '{path}': {e.Message}");
+                parseResult.InvocationConfiguration.Error.WriteLine($"vchat tokenize: cannot load tokenizer '{path}': {e.Message}");
                 return 1;
             }
-            Console.Out.WriteLine(string.Join(' ', tokenizer.Encode(text)));
+            parseResult.InvocationConfiguration.Output.WriteLine(string.Join(' ', tokenizer.Encode(text)));
             return 0;
         });
         return command;

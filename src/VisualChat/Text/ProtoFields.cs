@@ -157,7 +157,7 @@ internal sealed class ProtoFields
         Span<byte> buffer = stackalloc byte[10];
         foreach (var f in _fields)
         {
-            WriteVarint(stream, ((ulong)f.FieldNumber << 3) | (ulong)(int)f.WireType, buffer);
+            WriteVarint(stream, ((ulong)(uint)f.FieldNumber << 3) | (uint)f.WireType, buffer);
             switch (f.WireType)
             {
                 case ProtoWireType.Varint:

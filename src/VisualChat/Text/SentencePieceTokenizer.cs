@@ -233,9 +233,11 @@ public sealed class SentencePieceTokenizer : ITokenizer
             if (_addedById.TryGetValue(id, out var added))
             {
                 FlushBytes();
+                // The text after an added token was encoded as its own segment even when the token itself is skipped.
+                if (DummyPrefixOnEverySegment) atSegmentStart = true;
+                else if (!(added.Special && skipSpecialTokens)) atSegmentStart = false;
                 if (added.Special && skipSpecialTokens && (id >= _pieces.Length || _types[id] != SentencePieceType.Normal)) continue;
                 text.Append(added.Content);
-                atSegmentStart = DummyPrefixOnEverySegment;
                 continue;
             }
             if ((uint)id >= (uint)_pieces.Length)

@@ -23,8 +23,35 @@ texts = [
      "Images 🖼️ may appear anywhere; answers should be concise,\nprecise, and grounded in what is visible.\n\n"
      "Numbers like 42, 1e-5 and 0x1F, URLs like http://a.b/c, and code such as `x = y[0] + 1;` all occur."),
 ]
-out = []
+cases = []
 for text in texts:
     ids = sp.encode(text)
-    out.append({"text": text, "ids": ids, "decoded": sp.decode(ids)})
-json.dump(out, sys.stdout, ensure_ascii=False, indent=1)
+    cases.append({"text": text, "ids": ids, "decoded": sp.decode(ids)})
+
+# Prompts with the added token "<image>" (id 32000 once added after the 32000-piece vocabulary), split on it the way HF's
+# slow LlamaTokenizer does. legacy=True: each text segment is SentencePiece-encoded on its own (dummy prefix each time).
+# legacy=False: later segments are encoded without the dummy prefix; HF does that as encode("<unk>" + segment) minus the
+# "<unk>" pieces, reproduced here.
+IMAGE_ID = 32000
+unk_len = len(sp.encode("<unk>"))
+def with_image(text, legacy):
+    ids = []
+    for k, segment in enumerate(text.split("<image>")):
+        if k > 0:
+            ids.append(IMAGE_ID)
+        if segment == "":
+            continue
+        if legacy or k == 0:
+            ids += sp.encode(segment)
+        else:
+            ids += sp.encode("<unk>" + segment)[unk_len:]
+    return ids
+prompts = [
+    "### Image 1:\n<image>\n### Question: What is in the image?\n### Answer:",
+    "### Image 1:\n<image>\n### Image 2:\n<image>\n### Question: Compare them.\n### Answer: The first",
+    "<image>\nDescribe this image.",
+    "Look: <image> and <image><image> done",
+]
+added = [{"text": t, "legacy_ids": with_image(t, True), "non_legacy_ids": with_image(t, False)} for t in prompts]
+json.dump({"model": "llama2-tokenizer/tokenizer.model", "cases": cases, "image_token_prompts": added},
+          sys.stdout, ensure_ascii=False, indent=1)
