@@ -8,7 +8,7 @@ namespace VisualChat.Tests.Text;
 public sealed class TinyModelTests
 {
     /// <summary>Fixed place for the written model, so make_tiny_fixture.py can read it after a test run.</summary>
-    public static readonly string WrittenModelPath = Path.Combine(Path.GetTempPath(), "visualchat-tiny-tokenizer", "tokenizer.model");
+    public static readonly string WrittenModelFolder = Path.Combine(Path.GetTempPath(), "visualchat-tiny-tokenizer");
 
     public static SentencePieceModel BuildTinyModel() => SentencePieceModelBuilder.CreateByteFallbackBpe(
     [
@@ -18,19 +18,39 @@ public sealed class TinyModelTests
         ("g", -100f), ("!", -100f), ("l", -100f), ("s", -100f),
     ]);
 
-    [Fact]
-    public void BuiltModel_SavesLoadsAndMatchesPythonSentencePiece()
+    /// <summary>The variants make_tiny_fixture.py reads: LLaMA settings, squeezed whitespace, and no byte fallback
+    /// (unknown characters become &lt;unk&gt;, runs of them fused).</summary>
+    public static SentencePieceModel BuildVariant(string variant)
     {
         var model = BuildTinyModel();
-        Directory.CreateDirectory(Path.GetDirectoryName(WrittenModelPath)!);
-        model.Save(WrittenModelPath);
-        var reloaded = SentencePieceModel.Load(WrittenModelPath);
-        Assert.Equal(model.Pieces, reloaded.Pieces);
-        Assert.Equal(File.ReadAllBytes(WrittenModelPath), reloaded.ToBytes());
+        if (variant == "squeeze_whitespace") model.NormalizerSpec.RemoveExtraWhitespaces = true;
+        if (variant == "no_byte_fallback")
+        {
+            // sentencepiece refuses byte pieces in a model without byte fallback.
+            model.TrainerSpec.ByteFallback = false;
+            model.Pieces.RemoveAll(p => p.Type == SentencePieceType.Byte);
+            model.TrainerSpec.VocabSize = model.Pieces.Count;
+        }
+        return model;
+    }
 
-        var tokenizer = SentencePieceTokenizer.FromFile(WrittenModelPath);
-        Assert.Equal(SentencePieceModelBuilder.ReservedCount + 26, tokenizer.VocabSize);
-        var expected = TokenizerTestFiles.ReadFixture("tiny_model_sentencepiece_ids.json");
+    [Theory]
+    [InlineData("llama_like")]
+    [InlineData("squeeze_whitespace")]
+    [InlineData("no_byte_fallback")]
+    public void BuiltModel_SavesLoadsAndMatchesPythonSentencePiece(string variant)
+    {
+        var model = BuildVariant(variant);
+        string path = Path.Combine(WrittenModelFolder, variant + ".model");
+        Directory.CreateDirectory(WrittenModelFolder);
+        model.Save(path);
+        var reloaded = SentencePieceModel.Load(path);
+        Assert.Equal(model.Pieces, reloaded.Pieces);
+        Assert.Equal(File.ReadAllBytes(path), reloaded.ToBytes());
+
+        var tokenizer = SentencePieceTokenizer.FromFile(path);
+        Assert.Equal(model.Pieces.Count, tokenizer.VocabSize);
+        var expected = TokenizerTestFiles.ReadFixture("tiny_model_sentencepiece_ids.json").GetProperty(variant);
         Assert.Equal(tokenizer.VocabSize, expected.GetProperty("vocab_size").GetInt32());
         foreach (var item in expected.GetProperty("cases").EnumerateArray())
         {
