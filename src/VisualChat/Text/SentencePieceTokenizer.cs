@@ -83,7 +83,12 @@ public sealed class SentencePieceTokenizer : ITokenizer
     /// DeepSpeed-VisualChat was trained with): every text segment between added tokens is encoded by SentencePiece on its
     /// own, so each one gets the dummy-prefix "▁" — "&lt;image&gt;\n" gives <c>&lt;image&gt; ▁ &lt;0x0A&gt;</c>
     /// (29871 13). False (<c>legacy=False</c>): only a segment at the very start of the text gets the dummy prefix.
-    /// Added tokens never strip the whitespace around them (HF AddedToken lstrip/rstrip = false).
+    /// Added tokens never strip the whitespace around them (HF AddedToken lstrip/rstrip = false, the default of current
+    /// transformers; releases before 4.34 stripped it around tokens added as plain strings).
+    /// The rule was checked with python sentencepiece alone: legacy = <c>sp.encode(segment)</c> per segment; non-legacy =
+    /// <c>sp.encode("&lt;unk&gt;" + segment)</c> minus the &lt;unk&gt; pieces, which is how HF's slow LlamaTokenizer
+    /// drops the prefix. Deviation: with legacy=False HF emits a lone "▁" before a non-special added token that opens the
+    /// text; this class does not.
     /// </summary>
     public bool DummyPrefixOnEverySegment { get; set; } = true;
 
