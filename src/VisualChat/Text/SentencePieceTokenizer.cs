@@ -162,10 +162,10 @@ public sealed class SentencePieceTokenizer : ITokenizer
         var ids = new List<int>(text.Length / 3 + 4);
         if (addBos) ids.Add(BosId);
         int segmentStart = 0;
-        int position = 0;
+        int position = _addedTokens.Count == 0 ? text.Length : 0;
         while (position < text.Length)
         {
-            var match = _addedTokens.Count == 0 ? null : MatchAddedToken(text, position);
+            var match = MatchAddedToken(text, position);
             if (match is null)
             {
                 position++;
