@@ -315,6 +315,7 @@ public sealed class SentencePieceTokenizer : ITokenizer
                 ["special"] = token.Special,
             };
         config["added_tokens_decoder"] = decoder;
+        config["legacy"] = DummyPrefixOnEverySegment;
         File.WriteAllText(configPath, config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 }

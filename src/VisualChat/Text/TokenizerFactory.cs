@@ -14,7 +14,9 @@ public static class TokenizerFactory
     /// Loads <c>tokenizer.model</c>, else <c>tokenizer.json</c>, from <paramref name="directory"/>, then applies the added
     /// tokens of <c>added_tokens.json</c> (content → id) and of <c>tokenizer_config.json</c>'s <c>added_tokens_decoder</c>
     /// (id → content and special flag). As in HF, tokens listed there that are already in the vocabulary (e.g. &lt;s&gt;)
-    /// become literal matches: the text "&lt;/s&gt;" then encodes to the EOS id.
+    /// become literal matches: the text "&lt;/s&gt;" then encodes to the EOS id. <c>"legacy": false</c> in
+    /// <c>tokenizer_config.json</c> selects the non-legacy rule for text after an added token
+    /// (<see cref="SentencePieceTokenizer.DummyPrefixOnEverySegment"/>).
     /// </summary>
     public static SentencePieceTokenizer FromFolder(string directory)
     {
@@ -33,7 +35,11 @@ public static class TokenizerFactory
                 entries[property.Value.GetInt32()] = (property.Name, false, addedPath);
 
         string configPath = Path.Combine(directory, ConfigFileName);
-        if (File.Exists(configPath) && ReadObject(configPath).TryGetProperty("added_tokens_decoder", out var decoder) && decoder.ValueKind == JsonValueKind.Object)
+        var config = File.Exists(configPath) ? ReadObject(configPath) : default;
+        // HF LlamaTokenizer: "legacy": false means text after an added token gets no dummy-prefix space.
+        if (config.ValueKind == JsonValueKind.Object && config.TryGetProperty("legacy", out var legacy) && legacy.ValueKind == JsonValueKind.False)
+            tokenizer.DummyPrefixOnEverySegment = false;
+        if (config.ValueKind == JsonValueKind.Object && config.TryGetProperty("added_tokens_decoder", out var decoder) && decoder.ValueKind == JsonValueKind.Object)
             foreach (var property in decoder.EnumerateObject())
             {
                 if (!int.TryParse(property.Name, out int id))

@@ -176,6 +176,28 @@ public sealed class SentencePieceTokenizerTests : IClassFixture<LlamaTokenizerFi
     }
 
     [Fact]
+    public void FromFolder_FollowsTheLegacyFlagOfTokenizerConfig_AndSaveKeepsIt()
+    {
+        // The shared LLaMA-2 folder's tokenizer_config.json says "legacy": false.
+        var tokenizer = TokenizerFactory.FromFolder(Path.GetDirectoryName(TokenizerTestFiles.LlamaModel)!);
+        Assert.False(tokenizer.DummyPrefixOnEverySegment);
+        tokenizer.AddSpecialTokens(["<image>"]);
+        var prompt = _llama.Expected.GetProperty("image_token_prompts").EnumerateArray().First();
+        Assert.Equal(TokenizerTestFiles.Ids(prompt.GetProperty("non_legacy_ids")), tokenizer.Encode(prompt.GetProperty("text").GetString()!));
+
+        var folder = Directory.CreateTempSubdirectory("tok-legacy").FullName;
+        try
+        {
+            tokenizer.Save(folder);
+            Assert.False(TokenizerFactory.FromFolder(folder).DummyPrefixOnEverySegment);
+            var legacy = SentencePieceTokenizer.FromFile(TokenizerTestFiles.LlamaModel);
+            legacy.Save(folder);
+            Assert.True(TokenizerFactory.FromFolder(folder).DummyPrefixOnEverySegment);
+        }
+        finally { Directory.Delete(folder, true); }
+    }
+
+    [Fact]
     public void AddedTokens_SkipSpecialOnDecode_KeepOrdinaryOnes()
     {
         var tokenizer = SentencePieceTokenizer.FromFile(TokenizerTestFiles.LlamaModel);
