@@ -31,6 +31,9 @@ public sealed partial class SparklesDialogueReader : DataSetReader
          "the fifth image", "the sixth image", "the seventh image", "the eighth image"],
     ];
 
+    [GeneratedRegex(@"\s*<Img><ImageHere></Img>")]
+    private static partial Regex MarkerWithSpace();
+
     [GeneratedRegex(@"IMAGE#([A-Za-z0-9_\-]+)")]
     private static partial Regex ImageReference();
 
@@ -89,7 +92,7 @@ public sealed partial class SparklesDialogueReader : DataSetReader
             int markers = Regex.Count(question, Regex.Escape(ImageMarker));
             if (markers != newImages.Count)
                 throw new RecordSkipException(SkipReason.PlaceholderMismatch, $"turn {t + 1} has {markers} image markers for {newImages.Count} images");
-            question = Substitute(question.Replace(ImageMarker, "", StringComparison.Ordinal), ordinals, style);
+            question = Substitute(MarkerWithSpace().Replace(question, ""), ordinals, style);
             answer = Substitute(answer, ordinals, style);
             rounds.Add(new Round(newImages, Collapse(question), Collapse(answer)));
         }
