@@ -23,7 +23,7 @@ public sealed record DataSetConfig
 }
 
 /// <summary>
-/// The data config (JSON): <c>{"root", "seed", "max_seq_len", "image_tokens", "truncation": "drop"|"cut_rounds",
+/// The data config (JSON, or the same keys as YAML for .yaml/.yml files): <c>{"root", "seed", "max_seq_len", "image_tokens", "truncation": "drop"|"cut_rounds",
 /// "eval_fraction", "max_skip_fraction", "system", "datasets": [{"name", "format"?, "path"?, "samples"|"weight",
 /// "max_images", "concat": [min, max], "allow_text_only"}]}</c>. Every error names the key.
 /// </summary>
@@ -48,16 +48,60 @@ public sealed record DataConfig
     {
         if (!File.Exists(path)) throw new DataConfigException($"Data config '{path}' does not exist.");
         var extension = global::System.IO.Path.GetExtension(path).ToLowerInvariant();
-        if (extension is ".yaml" or ".yml")
-            throw new DataConfigException($"{path}: YAML data configs are not supported in this build; write the same keys as JSON.");
         try
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(path), new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
+            var json = extension is ".yaml" or ".yml" ? YamlToJson(File.ReadAllText(path), path) : File.ReadAllText(path);
+            using var doc = JsonDocument.Parse(json, new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true });
             return Parse(doc.RootElement, global::System.IO.Path.GetDirectoryName(global::System.IO.Path.GetFullPath(path))!, path);
         }
         catch (JsonException e)
         {
             throw new DataConfigException($"{path} is not valid JSON (line {e.LineNumber + 1}): {e.Message}");
+        }
+    }
+
+    /// <summary>The same keys written as YAML; plain scalars that read as numbers, booleans or null keep that type.</summary>
+    public static string YamlToJson(string yaml, string source = "data config")
+    {
+        var stream = new YamlDotNet.RepresentationModel.YamlStream();
+        try
+        {
+            stream.Load(new StringReader(yaml));
+        }
+        catch (YamlDotNet.Core.YamlException e)
+        {
+            throw new DataConfigException($"{source} is not valid YAML (line {e.Start.Line}): {e.Message}");
+        }
+        if (stream.Documents.Count == 0) throw new DataConfigException($"{source} is empty.");
+        return Convert(stream.Documents[0].RootNode)?.ToJsonString() ?? "null";
+    }
+
+    private static global::System.Text.Json.Nodes.JsonNode? Convert(YamlDotNet.RepresentationModel.YamlNode node)
+    {
+        switch (node)
+        {
+            case YamlDotNet.RepresentationModel.YamlMappingNode map:
+                var obj = new global::System.Text.Json.Nodes.JsonObject();
+                foreach (var (key, value) in map.Children)
+                    obj[((YamlDotNet.RepresentationModel.YamlScalarNode)key).Value ?? ""] = Convert(value);
+                return obj;
+            case YamlDotNet.RepresentationModel.YamlSequenceNode list:
+                var array = new global::System.Text.Json.Nodes.JsonArray();
+                foreach (var item in list.Children) array.Add(Convert(item));
+                return array;
+            case YamlDotNet.RepresentationModel.YamlScalarNode scalar:
+                var text = scalar.Value ?? "";
+                if (scalar.Style != YamlDotNet.Core.ScalarStyle.Plain) return global::System.Text.Json.Nodes.JsonValue.Create(text);
+                if (text is "" or "~" or "null" or "Null" or "NULL") return null;
+                if (text is "true" or "True" or "TRUE") return global::System.Text.Json.Nodes.JsonValue.Create(true);
+                if (text is "false" or "False" or "FALSE") return global::System.Text.Json.Nodes.JsonValue.Create(false);
+                if (long.TryParse(text, global::System.Globalization.NumberStyles.AllowLeadingSign, global::System.Globalization.CultureInfo.InvariantCulture, out var l))
+                    return global::System.Text.Json.Nodes.JsonValue.Create(l);
+                if (double.TryParse(text, global::System.Globalization.NumberStyles.Float, global::System.Globalization.CultureInfo.InvariantCulture, out var d))
+                    return global::System.Text.Json.Nodes.JsonValue.Create(d);
+                return global::System.Text.Json.Nodes.JsonValue.Create(text);
+            default:
+                return null;
         }
     }
 

@@ -100,11 +100,15 @@ public sealed class DataReport
 
     public DataSetReport For(string dataSetName)
     {
-        return _dataSets.GetOrAdd(dataSetName, name =>
+        if (_dataSets.TryGetValue(dataSetName, out var existing)) return existing;
+        lock (_order)
         {
-            lock (_order) _order.Add(name);
-            return new DataSetReport(name);
-        });
+            if (_dataSets.TryGetValue(dataSetName, out existing)) return existing;
+            var created = new DataSetReport(dataSetName);
+            _dataSets[dataSetName] = created;
+            _order.Add(dataSetName);
+            return created;
+        }
     }
 
     public IReadOnlyList<DataSetReport> DataSets

@@ -31,6 +31,31 @@ public class DataConfigTests : IDisposable
         Assert.Equal(6, config.DataSets[0].MaxImages);
     }
 
+    [Fact]
+    public void Yaml_config_reads_like_json()
+    {
+        var config = DataConfig.Load(_dir.File("c.yaml", """
+            root: data
+            seed: 7
+            truncation: drop
+            eval_fraction: 0.2
+            system: "1234"
+            datasets:
+              - name: llava
+                samples: 1000
+              - {name: mine, format: jsonl, path: x.jsonl, concat: [1, 4], allow_text_only: true}
+            """));
+        Assert.Equal(7, config.Seed);
+        Assert.Equal(TruncationMode.Drop, config.Truncation);
+        Assert.Equal(0.2, config.EvalFraction);
+        Assert.Equal("1234", config.System);
+        Assert.Equal(1000, config.DataSets[0].Samples);
+        Assert.Equal((1, 4), (config.DataSets[1].ConcatMin, config.DataSets[1].ConcatMax));
+        Assert.True(config.DataSets[1].AllowTextOnly);
+        var e = Assert.Throws<DataConfigException>(() => DataConfig.Load(_dir.File("bad.yaml", "root: .\nseed: many\ndatasets: [{name: llava}]\n")));
+        Assert.Contains("seed", e.Message);
+    }
+
     [Theory]
     [InlineData("""{"datasets": [{"name": "llava"}]}""", "'root'")]
     [InlineData("""{"root": ".", "datasets": [{"name": "llava"}], "seeed": 1}""", "'seeed'")]
