@@ -1,0 +1,115 @@
+using System.CommandLine;
+using System.Text;
+using VisualChat.Data;
+using VisualChat.Text;
+
+namespace VisualChat.Cli.Commands;
+
+/// <summary><c>vchat data inspect --config FILE [--samples N] [--tokenizer PATH]</c>: counts, skips with examples,
+/// image-count and length histograms, and N rendered samples.</summary>
+public static class DataInspectCommand
+{
+    /// <summary>Creates a tokenizer from a folder; wired by the application (e.g. to TokenizerFactory.FromFolder).
+    /// Null: <c>--tokenizer</c> is refused and lengths are reported in characters.</summary>
+    public static Func<string, ITokenizer>? TokenizerFactory { get; set; }
+
+    public static Command Create()
+    {
+        var data = new Command("data", "Inspect and check training data.");
+        var config = new Option<FileInfo>("--config") { Description = "Data config (JSON).", Required = true };
+        var samples = new Option<int>("--samples") { Description = "How many samples to render as prompt text.", DefaultValueFactory = _ => 3 };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer folder; token lengths and truncation need it (otherwise character lengths are shown)." };
+        var inspect = new Command("inspect", "Read every configured data set and report counts, skips, histograms and sample prompts.");
+        inspect.Options.Add(config);
+        inspect.Options.Add(samples);
+        inspect.Options.Add(tokenizer);
+        inspect.SetAction(parse =>
+        {
+            try
+            {
+                ITokenizer? tok = null;
+                var tokenizerPath = parse.GetValue(tokenizer);
+                if (tokenizerPath is not null)
+                {
+                    if (TokenizerFactory is null)
+                    {
+                        Console.Error.WriteLine("--tokenizer is not available in this build (no tokenizer factory wired); run without it for character lengths.");
+                        return 2;
+                    }
+                    tok = TokenizerFactory(tokenizerPath);
+                }
+                Console.Out.Write(Inspect(parse.GetValue(config)!.FullName, parse.GetValue(samples), tok));
+                return 0;
+            }
+            catch (Exception e) when (e is DataConfigException or DataSetMissingException or InvalidDataException or FileNotFoundException)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 1;
+            }
+        });
+        data.Subcommands.Add(inspect);
+        return data;
+    }
+
+    /// <summary>The inspection report as text.</summary>
+    public static string Inspect(string configPath, int sampleCount, ITokenizer? tokenizer)
+    {
+        var config = DataConfig.Load(configPath);
+        var mixed = DataMixer.Build(config, Environment.ProcessorCount, enforceSkipLimit: false);
+        var template = new ConversationTemplate(new ConversationTemplateOptions { SystemPrompt = config.System ?? ConversationTemplate.DefaultSystemPrompt });
+        var output = new StringBuilder();
+        output.AppendLine($"Data root: {config.Root}  seed: {config.Seed}  eval_fraction: {config.EvalFraction}");
+        IReadOnlyList<int> lengths;
+        string lengthUnit;
+        IReadOnlyList<Conversation> train = mixed.Train;
+        if (tokenizer is not null)
+        {
+            var encoder = new SampleEncoder(template, tokenizer, config.MaxSeqLen, config.ImageTokens, config.Truncation);
+            var prepared = encoder.Prepare(mixed.Train, mixed.Report, Environment.ProcessorCount);
+            encoder.Prepare(mixed.Eval, mixed.Report, Environment.ProcessorCount);
+            lengths = prepared.Select(p => p.ExpandedLength).ToArray();
+            train = prepared.Select(p => p.Conversation).ToArray();
+            lengthUnit = $"tokens after image expansion ({config.ImageTokens} per image, max_seq_len {config.MaxSeqLen})";
+        }
+        else
+        {
+            lengths = mixed.Train.Select(c => template.RenderText(c).Length).ToArray();
+            lengthUnit = "characters of rendered text (no tokenizer given: token lengths and truncation not computed)";
+        }
+        output.AppendLine();
+        output.Append(mixed.Report.Summary());
+        output.AppendLine($"Skipped {mixed.Report.Skipped} of {mixed.Report.RecordsRead} records ({mixed.Report.SkipFraction:P2}); max_skip_fraction {config.MaxSkipFraction:P2}" +
+                          (mixed.Report.SkipFraction > config.MaxSkipFraction ? " — EXCEEDED: training would stop" : ""));
+        output.AppendLine();
+        output.AppendLine($"Train samples: {mixed.Train.Count}, eval samples: {mixed.Eval.Count}");
+        output.AppendLine("Images per train sample:");
+        foreach (var group in mixed.Train.GroupBy(c => c.ImageCount).OrderBy(g => g.Key))
+            output.AppendLine($"  {group.Key,3}: {group.Count()}");
+        output.AppendLine($"Length of train samples in {lengthUnit}:");
+        output.Append(Histogram(lengths));
+        for (int i = 0; i < Math.Min(sampleCount, train.Count); i++)
+        {
+            var sample = train[i];
+            output.AppendLine();
+            output.AppendLine($"===== sample {i + 1} ({sample.DataSetName}; sources {string.Join(", ", sample.SourceIds.Take(4))}{(sample.SourceIds.Count > 4 ? ", …" : "")}) =====");
+            int k = 0;
+            foreach (var image in sample.Images) output.AppendLine($"  Image {++k}: {image.Describe()}");
+            output.AppendLine("----- text -----");
+            output.AppendLine(template.RenderText(sample));
+        }
+        return output.ToString();
+    }
+
+    private static string Histogram(IReadOnlyList<int> values)
+    {
+        if (values.Count == 0) return "  (none)\n";
+        var sb = new StringBuilder();
+        int max = values.Max();
+        int bucket = 1;
+        while (max / bucket > 10) bucket *= 2;
+        foreach (var group in values.GroupBy(v => v / bucket).OrderBy(g => g.Key))
+            sb.AppendLine($"  {group.Key * bucket,7}–{(group.Key + 1) * bucket - 1,-7}: {group.Count(),6} {new string('#', Math.Max(1, group.Count() * 40 / values.Count))}");
+        sb.AppendLine($"  min {values.Min()}, median {values.Order().ElementAt(values.Count / 2)}, max {max}");
+        return sb.ToString();
+    }
+}
