@@ -9,16 +9,12 @@ namespace VisualChat.Cli.Commands;
 /// image-count and length histograms, and N rendered samples.</summary>
 public static class DataInspectCommand
 {
-    /// <summary>Creates a tokenizer from a folder; wired by the application (e.g. to TokenizerFactory.FromFolder).
-    /// Null: <c>--tokenizer</c> is refused and lengths are reported in characters.</summary>
-    public static Func<string, ITokenizer>? TokenizerFactory { get; set; }
-
     public static Command Create()
     {
         var data = new Command("data", "Inspect and check training data.");
         var config = new Option<FileInfo>("--config") { Description = "Data config (JSON).", Required = true };
         var samples = new Option<int>("--samples") { Description = "How many samples to render as prompt text.", DefaultValueFactory = _ => 3 };
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer folder; token lengths and truncation need it (otherwise character lengths are shown)." };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer (tokenizer.model, tokenizer.json or a model folder); token lengths and truncation need it (otherwise character lengths are shown)." };
         var inspect = new Command("inspect", "Read every configured data set and report counts, skips, histograms and sample prompts.");
         inspect.Options.Add(config);
         inspect.Options.Add(samples);
@@ -31,17 +27,14 @@ public static class DataInspectCommand
                 var tokenizerPath = parse.GetValue(tokenizer);
                 if (tokenizerPath is not null)
                 {
-                    if (TokenizerFactory is null)
-                    {
-                        Console.Error.WriteLine("--tokenizer is not available in this build (no tokenizer factory wired); run without it for character lengths.");
-                        return 2;
-                    }
-                    tok = TokenizerFactory(tokenizerPath);
+                    var loaded = TokenizerFactory.FromPath(tokenizerPath);
+                    loaded.AddSpecialTokens([ConversationTemplate.ImagePlaceholder]);
+                    tok = loaded;
                 }
                 Console.Out.Write(Inspect(parse.GetValue(config)!.FullName, parse.GetValue(samples), tok));
                 return 0;
             }
-            catch (Exception e) when (e is DataConfigException or DataSetMissingException or InvalidDataException or FileNotFoundException)
+            catch (Exception e) when (e is DataConfigException or DataSetMissingException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException)
             {
                 Console.Error.WriteLine(e.Message);
                 return 1;
