@@ -41,6 +41,9 @@ public sealed class LlamaRotaryEmbedding : nn.Module<Tensor, Tensor, (Tensor cos
         base.Dispose(disposing);
     }
 
+    /// <summary>The (scaled) inverse frequencies before any dynamic NTK growth, one per rotated pair.</summary>
+    public IReadOnlyList<double> InverseFrequency => invFreqHost;
+
     public static double[] InverseFrequencies(int dim, double theta)
     {
         var result = new double[dim / 2];
