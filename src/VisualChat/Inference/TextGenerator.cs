@@ -1,3 +1,4 @@
+// The class is TextGenerator, not Generator, so it never collides with torch.Generator under `using static TorchSharp.torch`.
 using TorchSharp;
 using VisualChat.Attention;
 using VisualChat.Model;
@@ -10,7 +11,7 @@ namespace VisualChat.Inference;
 /// Autoregressive decoding: one prefill pass over the (left-padded) prompts, then one token per step through the KV cache.
 /// Runs under no_grad with a dispose scope per step; only the sampled ids cross from one step to the next, as plain ints.
 /// </summary>
-public static class Generator
+public static class TextGenerator
 {
     public static GenerationResult Generate(ICausalLM model, IReadOnlyList<int> promptIds, GenerationOptions options,
         Func<IReadOnlyList<int>, string>? decode = null, Action<int>? onToken = null, CancellationToken cancellationToken = default) =>
