@@ -93,8 +93,10 @@ public class GenerationTests
         using var model = Model();
         var plain = TextGenerator.Generate(model, Prompt, new GenerationOptions { MaxNewTokens = 1 });
         var withFavouriteInPrompt = Prompt.Append(plain.TokenIds[0]).ToArray();
-        var unpenalized = TextGenerator.Generate(model, withFavouriteInPrompt, new GenerationOptions { MaxNewTokens = 6 });
-        var penalizedRun = TextGenerator.Generate(model, withFavouriteInPrompt, new GenerationOptions { MaxNewTokens = 6, RepetitionPenalty = 1000 });
+        var unpenalized = TextGenerator.Generate(model, withFavouriteInPrompt, new GenerationOptions { MaxNewTokens = 24, StopTokenIds = Array.Empty<int>() });
+        var penalizedRun = TextGenerator.Generate(model, withFavouriteInPrompt, new GenerationOptions { MaxNewTokens = 24, RepetitionPenalty = 1000, StopTokenIds = Array.Empty<int>() });
+        Assert.True(unpenalized.TokenIds.Distinct().Count() < unpenalized.TokenIds.Count, "the unpenalized run should repeat itself for this test to mean anything");
+        // Generated ids join the seen set too: nothing repeats, neither the prompt nor earlier output.
         Assert.DoesNotContain(penalizedRun.TokenIds, t => withFavouriteInPrompt.Contains(t));
         Assert.Equal(penalizedRun.TokenIds.Count, penalizedRun.TokenIds.Distinct().Count());
         Assert.NotEqual(unpenalized.TokenIds, penalizedRun.TokenIds);
