@@ -83,8 +83,9 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
         throw new ArgumentException($"CausalLMInput.AttentionMask covers {attentionMask.shape[1]} positions; expected the {length} new tokens or cached+new = {past + length}.");
     }
 
-    /// <summary>HF: position = (number of real tokens so far) − 1; padded slots get 1.</summary>
-    static Tensor DefaultPositions(Tensor? keyPadding, long batch, long past, long length, Device device)
+    /// <summary>HF: position = (number of real tokens so far) − 1; padded slots get 1. <paramref name="keyPadding"/> covers
+    /// cached + new positions; the result covers the <paramref name="length"/> new ones.</summary>
+    public static Tensor DefaultPositions(Tensor? keyPadding, long batch, long past, long length, Device device)
     {
         if (keyPadding is null)
             return arange(past, past + length, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(batch, length);
