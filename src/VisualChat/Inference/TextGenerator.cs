@@ -17,9 +17,12 @@ public static class TextGenerator
         Func<IReadOnlyList<int>, string>? decode = null, Action<int>? onToken = null, CancellationToken cancellationToken = default) =>
         GenerateBatch(model, new[] { promptIds }, options, decode, onToken is null ? null : (_, token) => onToken(token), cancellationToken)[0];
 
+    /// <summary>Stop strings are read with <paramref name="tokenizer"/>; unless the options name stop ids, the config's EOS ids and the tokenizer's EOS end generation.</summary>
     public static GenerationResult Generate(ICausalLM model, ITokenizer tokenizer, IReadOnlyList<int> promptIds, GenerationOptions options,
         Action<int>? onToken = null, CancellationToken cancellationToken = default) =>
-        Generate(model, promptIds, options, ids => tokenizer.Decode(ids), onToken, cancellationToken);
+        Generate(model, promptIds,
+            options.StopTokenIds is null ? options with { StopTokenIds = model.Config.EosTokenIds.Append(tokenizer.EosId).Distinct().ToArray() } : options,
+            ids => tokenizer.Decode(ids), onToken, cancellationToken);
 
     /// <summary>
     /// Generates for several prompts at once. Shorter prompts are left-padded; the attention mask and HF's cumulative
@@ -81,6 +84,7 @@ public static class TextGenerator
         using var cache = new KVCache(config.NumHiddenLayers, promptLength + Math.Max(1, options.MaxNewTokens));
         using var sampler = new Sampler(options);
         using var seen = SeenMask(seenIds, config.VocabSize, device);
+        using var markSeen = ones(batch, 1, dtype: ScalarType.Bool, device: device);
 
         var generated = Enumerable.Range(0, batch).Select(_ => new List<int>(options.MaxNewTokens)).ToArray();
         var finish = new FinishReason?[batch];
@@ -112,7 +116,7 @@ public static class TextGenerator
             using var scope = NewDisposeScope();
             for (int b = 0; b < batch; b++) if (finish[b] is not null) nextTokens[b] = padId;
             var step = tensor(nextTokens, new long[] { batch, 1 }, device: device);
-            seen.scatter_(1, step, ones(batch, 1, dtype: ScalarType.Bool, device: device));
+            seen.scatter_(1, step, markSeen);
             var output = model.Forward(new CausalLMInput(InputIds: step, Cache: cache, LastTokenLogitsOnly: true));
             ReadTokens(sampler.Sample(output.Logits.select(1, -1), seen));
         }

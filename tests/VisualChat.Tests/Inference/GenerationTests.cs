@@ -142,6 +142,34 @@ public class GenerationTests
         Assert.Throws<ArgumentException>(() => TextGenerator.Generate(model, Prompt, new GenerationOptions { StopStrings = new[] { "x" } }));
     }
 
+    /// <summary>One letter per id; EOS id chosen by the test.</summary>
+    sealed class LetterTokenizer(int eos) : VisualChat.Text.ITokenizer
+    {
+        public int VocabSize => 128;
+        public int BosId => 1;
+        public int EosId => eos;
+        public int PadId => -1;
+        public IReadOnlyList<int> Encode(string text, bool addBos = false, bool addEos = false) => text.Select(c => (int)(c - 'a')).ToArray();
+        public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = true) => string.Concat(ids.Select(i => (char)('a' + i % 26)));
+        public int? TokenToId(string token) => null;
+    }
+
+    [Fact]
+    public void TokenizerOverloadStopsOnTokenizerEosAndDecodesStopStrings()
+    {
+        using var model = Model();
+        var free = TextGenerator.Generate(model, Prompt, new GenerationOptions { MaxNewTokens = 8, StopTokenIds = Array.Empty<int>() });
+        var ended = TextGenerator.Generate(model, new LetterTokenizer(free.TokenIds[3]), Prompt, new GenerationOptions { MaxNewTokens = 8 });
+        Assert.Equal(FinishReason.EndOfSequence, ended.FinishReason);
+        Assert.Equal(free.TokenIds.TakeWhile(t => t != free.TokenIds[3]).Count() + 1, ended.TokenIds.Count);
+
+        var tokenizer = new LetterTokenizer(eos: 127);
+        var stop = tokenizer.Decode(free.TokenIds.Skip(1).Take(2));
+        var stopped = TextGenerator.Generate(model, tokenizer, Prompt, new GenerationOptions { MaxNewTokens = 8, StopStrings = new[] { stop } });
+        Assert.Equal(FinishReason.StopString, stopped.FinishReason);
+        Assert.Contains(stop, tokenizer.Decode(stopped.TokenIds));
+    }
+
     [Fact]
     public void CancellationStopsAtOnce()
     {
