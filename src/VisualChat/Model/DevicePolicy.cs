@@ -1,0 +1,29 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace VisualChat.Model;
+
+/// <summary>Which dtype to compute in on a device.</summary>
+public static class DevicePolicy
+{
+    /// <summary>
+    /// Half-precision matmuls are far slower than fp32 on CPUs, so CPU computes in fp32 unless <paramref name="force"/>;
+    /// CUDA computes in what was requested.
+    /// </summary>
+    public static ScalarType ComputeDType(Device device, ScalarType requested, bool force = false)
+    {
+        if (requested is not (ScalarType.Float32 or ScalarType.BFloat16 or ScalarType.Float16 or ScalarType.Float64))
+            throw new ArgumentException($"Compute dtype {requested} is not a floating-point type; use Float32, BFloat16 or Float16.", nameof(requested));
+        if (force || device.type == DeviceType.CUDA) return requested;
+        return ScalarType.Float32;
+    }
+
+    /// <summary>Parses "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16" (config.json and CLI spellings).</summary>
+    public static ScalarType ParseDType(string name) => name.ToLowerInvariant() switch {
+        "float32" or "fp32" or "float" => ScalarType.Float32,
+        "bfloat16" or "bf16" => ScalarType.BFloat16,
+        "float16" or "fp16" or "half" => ScalarType.Float16,
+        "float64" or "fp64" or "double" => ScalarType.Float64,
+        _ => throw new ArgumentException($"Unknown dtype '{name}'; use float32, bfloat16 or float16.", nameof(name))
+    };
+}

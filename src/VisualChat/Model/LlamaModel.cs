@@ -1,0 +1,97 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using VisualChat.Attention;
+using static TorchSharp.torch;
+
+namespace VisualChat.Model;
+
+/// <summary>The LLaMA decoder stack: embed_tokens, layers, final norm (HF <c>LlamaModel</c>).</summary>
+public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
+{
+    public readonly Embedding embed_tokens;
+    public readonly ModuleList<LlamaDecoderLayer> layers;
+    public readonly LlamaRMSNorm norm;
+    readonly LlamaRotaryEmbedding rotary_emb;
+
+    public LlamaConfig Config { get; }
+    /// <summary>The attention mode; swap it for multi-modal kernels.</summary>
+    public IAttentionKernel AttentionKernel { get; set; } = CausalAttentionKernel.Instance;
+
+    public LlamaModel(LlamaConfig config) : base(nameof(LlamaModel))
+    {
+        config.Validate();
+        Config = config;
+        embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize, padding_idx: config.PadTokenId);
+        layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i)).ToArray());
+        norm = new LlamaRMSNorm(config.HiddenSize, config.RmsNormEps);
+        rotary_emb = new LlamaRotaryEmbedding(config);
+        RegisterComponents();
+    }
+
+    public override DecoderOutput forward(CausalLMInput input)
+    {
+        using var scope = NewDisposeScope();
+        if ((input.InputIds is null) == (input.InputsEmbeds is null))
+            throw new ArgumentException("CausalLMInput: give exactly one of InputIds and InputsEmbeds.", nameof(input));
+        var hidden = input.InputsEmbeds ?? embed_tokens.forward(input.InputIds!);
+        if (hidden.dim() != 3 || hidden.shape[2] != Config.HiddenSize)
+            throw new ArgumentException($"CausalLMInput.InputsEmbeds must be [B, L, {Config.HiddenSize}], got [{string.Join(", ", hidden.shape)}].", nameof(input));
+        long batch = hidden.shape[0], length = hidden.shape[1];
+        var cache = input.Cache;
+        long past = cache?.Length ?? 0;
+
+        var newPadding = NewTokenPadding(input.AttentionMask, batch, past, length);
+        Tensor? keyPadding;
+        Tensor? modality;
+        if (cache is not null) {
+            cache.BeginStep(batch, length, newPadding, input.TokenModality, hidden.device);
+            keyPadding = cache.KeyPaddingView();
+            modality = cache.ModalityView();
+        } else {
+            keyPadding = newPadding is not null && !newPadding.all().item<bool>() ? newPadding : null;
+            modality = input.TokenModality;
+        }
+
+        var positions = input.PositionIds ?? DefaultPositions(keyPadding, batch, past, length, hidden.device);
+        var attention = new AttentionContext {
+            QueryPositions = positions, KeyPaddingMask = keyPadding, PastLength = past, QueryLength = length, TokenModality = modality,
+        };
+        AttentionKernel.Prepare(attention);
+        var (cos, sin) = rotary_emb.forward(hidden, positions);
+        var layerContext = new DecoderLayerContext(cos, sin, attention, AttentionKernel, cache);
+        try {
+            foreach (var layer in layers) {
+                using var layerScope = NewDisposeScope();
+                hidden = layer.forward(hidden, layerContext).MoveToOuterDisposeScope();
+            }
+        } catch {
+            // A half-written step must not leave the cache claiming positions it never received in every layer.
+            cache?.Crop(past);
+            throw;
+        }
+        cache?.EndStep();
+        return new DecoderOutput(norm.forward(hidden).MoveToOuterDisposeScope(), cache);
+    }
+
+    static Tensor? NewTokenPadding(Tensor? attentionMask, long batch, long past, long length)
+    {
+        if (attentionMask is null) return null;
+        if (attentionMask.dim() != 2 || attentionMask.shape[0] != batch)
+            throw new ArgumentException($"CausalLMInput.AttentionMask must be [B={batch}, L], got [{string.Join(", ", attentionMask.shape)}].");
+        if (attentionMask.shape[1] == length) return attentionMask.to(ScalarType.Bool);
+        if (attentionMask.shape[1] == past + length) return attentionMask.narrow(1, past, length).to(ScalarType.Bool);
+        throw new ArgumentException($"CausalLMInput.AttentionMask covers {attentionMask.shape[1]} positions; expected the {length} new tokens or cached+new = {past + length}.");
+    }
+
+    /// <summary>HF: position = (number of real tokens so far) − 1; padded slots get 1. <paramref name="keyPadding"/> covers
+    /// cached + new positions; the result covers the <paramref name="length"/> new ones.</summary>
+    public static Tensor DefaultPositions(Tensor? keyPadding, long batch, long past, long length, Device device)
+    {
+        if (keyPadding is null)
+            return arange(past, past + length, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(batch, length);
+        var real = keyPadding.to(ScalarType.Int64);
+        var counted = real.cumsum(1) - 1;
+        counted = counted.masked_fill(real.eq(0), 1);
+        return counted.narrow(1, past, length);
+    }
+}

@@ -1,0 +1,28 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace VisualChat.Model;
+
+/// <summary>RMS norm as HF LlamaRMSNorm: the variance is taken in fp32 whatever the input dtype.</summary>
+public sealed class LlamaRMSNorm : nn.Module<Tensor, Tensor>
+{
+    readonly double variance_epsilon;
+    public readonly TorchSharp.Modules.Parameter weight;
+
+    public LlamaRMSNorm(long hiddenSize, double eps = 1e-6) : base(nameof(LlamaRMSNorm))
+    {
+        variance_epsilon = eps;
+        weight = new TorchSharp.Modules.Parameter(ones(hiddenSize));
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor hidden_states)
+    {
+        using var scope = NewDisposeScope();
+        var inputDtype = hidden_states.dtype;
+        var x = hidden_states.to(ScalarType.Float32);
+        var variance = x.pow(2).mean(new long[] { -1 }, keepdim: true);
+        x = x * rsqrt(variance + variance_epsilon);
+        return (weight * x.to(inputDtype)).MoveToOuterDisposeScope();
+    }
+}
