@@ -108,7 +108,7 @@ public static class PilBicubicResampler
         var bounds = c.Bounds;
         var weights = c.Weights;
         int ksize = c.KernelSize;
-        for (int yy = 0; yy < rows; yy++)
+        Parallel.For(0, rows, yy =>
         {
             int inRow = (yy + rowOffset) * inWidth * 3;
             int outRow = yy * outWidth * 3;
@@ -130,7 +130,7 @@ public static class PilBicubicResampler
                 output[o + 1] = Clip8(ss1);
                 output[o + 2] = Clip8(ss2);
             }
-        }
+        });
         return output;
     }
 
@@ -138,20 +138,22 @@ public static class PilBicubicResampler
     {
         var output = new byte[outHeight * width * 3];
         int stride = width * 3;
-        for (int yy = 0; yy < outHeight; yy++)
+        // Accumulate whole rows tap by tap: sequential memory access, same integer sums as PIL's per-pixel loop.
+        Parallel.For(0, outHeight, () => new int[stride], (yy, _, accumulator) =>
         {
             int ymin = bounds[yy * 2], ymax = bounds[yy * 2 + 1];
             int kOffset = yy * ksize;
-            int outRow = yy * stride;
-            for (int i = 0; i < stride; i++)
+            Array.Fill(accumulator, 1 << (PrecisionBits - 1));
+            for (int y = 0; y < ymax; y++)
             {
-                int ss = 1 << (PrecisionBits - 1);
-                int p = ymin * stride + i;
-                for (int y = 0; y < ymax; y++, p += stride)
-                    ss += input[p] * weights[kOffset + y];
-                output[outRow + i] = Clip8(ss);
+                int w = weights[kOffset + y];
+                var row = input.AsSpan((ymin + y) * stride, stride);
+                for (int i = 0; i < stride; i++) accumulator[i] += row[i] * w;
             }
-        }
+            var outRow = output.AsSpan(yy * stride, stride);
+            for (int i = 0; i < stride; i++) outRow[i] = Clip8(accumulator[i]);
+            return accumulator;
+        }, _ => { });
         return output;
     }
 }

@@ -34,7 +34,7 @@ public class ClipImageProcessorTests
         var reference = ImagingTestData.PilReference[relative];
         var expected = size == 224 ? reference.Clip224 : reference.Clip448;
         var processor = new ClipImageProcessor(ConfigFor(size));
-        var image = ImageLoader.Load(ImagingTestData.EvalImage(relative));
+        var image = ImagingTestData.LoadEvalImage(relative);
 
         Assert.Equal((expected.ResizedHeight, expected.ResizedWidth), processor.Config.ResizeOutputSize(image.Height, image.Width));
         var crop = processor.ResizeAndCrop(image);
@@ -84,7 +84,7 @@ public class ClipImageProcessorTests
     {
         var processor = new ClipImageProcessor(ImageProcessorConfig.Clip224);
         var images = new[] { "eval/eval_data/images/cats/cat.png", "eval/eval_data/images/singles/202160027_b319c4166e.jpg", "eval/eval_data/images/singles/extreme_ironing.jpg" }
-            .Select(r => ImageLoader.Load(ImagingTestData.EvalImage(r))).ToList();
+            .Select(ImagingTestData.LoadEvalImage).ToList();
         using var scope = NewDisposeScope();
         var batch = processor.Preprocess(images);
         Assert.Equal(new long[] { 3, 3, 224, 224 }, batch.shape);
@@ -179,7 +179,7 @@ public class ClipImageProcessorTests
     {
         // Measured over all eval images: at most 0.15 (about 10 levels) from PIL after normalisation.
         var relative = "eval/eval_data/images/cats/cat.png";
-        var image = ImageLoader.Load(ImagingTestData.EvalImage(relative));
+        var image = ImagingTestData.LoadEvalImage(relative);
         using var scope = NewDisposeScope();
         var pil = new ClipImageProcessor(ImageProcessorConfig.Clip224).Preprocess(image);
         var torchPath = new ClipImageProcessor(ImageProcessorConfig.Clip224, ResizeBackend.TorchAntialias).Preprocess(image);

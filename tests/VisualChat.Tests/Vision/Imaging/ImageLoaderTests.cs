@@ -31,7 +31,7 @@ public class ImageLoaderTests
         Assert.Equal(reference.Format == "JPEG" ? ImageFormat.Jpeg : ImageFormat.Png, header.Format);
         Assert.Equal(reference.Orientation, header.ExifOrientation);
 
-        var image = ImageLoader.Load(ImagingTestData.EvalImage(relative));
+        var image = ImagingTestData.LoadEvalImage(relative);
         Assert.Equal((reference.Width, reference.Height), (image.Width, image.Height));
         Assert.Equal(3 * image.Width * image.Height, image.Rgb.Length);
     }

@@ -22,6 +22,12 @@ internal static class ImagingTestData
 
     public static string EvalImage(string relative) => Path.Combine(SharedEvalDir, relative);
 
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<RgbImage>> Decoded = new();
+
+    /// <summary>The eval image decoded once per test run with default options (decoding the large JPEGs dominates test time).</summary>
+    public static RgbImage LoadEvalImage(string relative) =>
+        Decoded.GetOrAdd(relative, r => new Lazy<RgbImage>(() => ImageLoader.Load(EvalImage(r)))).Value;
+
     /// <summary>Every non-JSON file under the shared eval folder, relative to it, '/'-separated.</summary>
     public static IEnumerable<string> AllEvalImages() =>
         Directory.EnumerateFiles(SharedEvalDir, "*", SearchOption.AllDirectories)
