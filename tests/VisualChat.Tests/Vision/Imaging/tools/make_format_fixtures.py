@@ -1,3 +1,6 @@
+# Produces ../format_fixtures.json: tiny images in each supported format/mode (RGBA, LA, L, P, 16-bit RGB and
+# gray PNG, BMP, 2-frame GIF), base64-encoded, with the RGB bytes PIL decodes (alpha composited on white).
+# Run with Debian's interpreter: mkdir -p /tmp/imgref && /usr/bin/python3 make_format_fixtures.py
 import io, json, zlib, struct, base64, numpy as np
 from PIL import Image
 rng = np.random.default_rng(7)

@@ -1,3 +1,8 @@
+# Produces ../pil_reference.json: for every image under /work/shared/data/dsvc-eval, PIL's size after
+# exif_transpose plus statistics of HF CLIPImageProcessor's output (PIL bicubic resize, center crop,
+# float64 rescale -> float32 normalise) at 224 (CLIP) and 448 (Qwen-VL). Also dumps raw arrays to /tmp/imgref
+# (not committed) used for the one-off full-array comparison reported in the README.
+# Run with Debian's interpreter: /usr/bin/python3 make_pil_reference.py (python3-pil 9.4, python3-numpy).
 import os, json, hashlib, numpy as np
 from PIL import Image, ImageOps
 ROOT = '/work/shared/data/dsvc-eval'
