@@ -10,6 +10,7 @@ public static class BenchCommand
     {
         var bench = new Command("bench", "Benchmarks; each reports ratios against a baseline measured in the same run.");
         bench.Subcommands.Add(Attention());
+        bench.Subcommands.Add(BenchPreprocessCommand.Create());
         return bench;
     }
 
