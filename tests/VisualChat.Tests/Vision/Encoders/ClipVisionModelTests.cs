@@ -18,7 +18,10 @@ public class ClipVisionModelTests
         Assert.Contains("vision_model.pre_layrnorm.weight", keys);
         Assert.Contains("vision_model.encoder.layers.1.self_attn.out_proj.bias", keys);
         Assert.DoesNotContain(keys, k => k.Contains("position_ids"));
-        Assert.Contains(model.named_buffers(true, true), b => b.name == "vision_model.embeddings.position_ids");
+        // HF registers position_ids with persistent=False: present on the module, absent from state_dict().
+        var embeddings = model.named_modules().Single(m => m.name == "vision_model.embeddings").module;
+        Assert.True(embeddings.has_buffer("position_ids"));
+        Assert.Equal(Enumerable.Range(0, 17).Select(i => (long)i).ToArray(), embeddings.get_buffer("position_ids").data<long>().ToArray());
     }
 
     [Fact]
