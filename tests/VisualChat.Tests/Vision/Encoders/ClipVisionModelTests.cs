@@ -21,7 +21,7 @@ public class ClipVisionModelTests
         // HF registers position_ids with persistent=False: present on the module, absent from state_dict().
         var embeddings = model.named_modules().Single(m => m.name == "vision_model.embeddings").module;
         Assert.True(embeddings.has_buffer("position_ids"));
-        Assert.Equal(Enumerable.Range(0, 17).Select(i => (long)i).ToArray(), embeddings.get_buffer("position_ids").data<long>().ToArray());
+        Assert.Equal(Enumerable.Range(0, 17).Select(i => (long)i).ToArray(), embeddings.get_buffer("position_ids")!.data<long>().ToArray());
     }
 
     [Fact]
