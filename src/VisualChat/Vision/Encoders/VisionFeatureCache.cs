@@ -88,35 +88,42 @@ public sealed class VisionFeatureCache : IDisposable
 
     /// <summary>
     /// Encodes [N, 3, H, W] pixels, reusing cached rows: only images not yet seen go through the encoder, in one batch.
-    /// Returns [N, T, D] fp32 on the pixels' device.
+    /// Returns [N, T, D] fp32 on the pixels' device, without autograd history. Keys default to
+    /// <see cref="KeyForPixels"/>; pass <paramref name="keys"/> (one per image, e.g. from <see cref="KeyForImageBytes"/>)
+    /// to skip hashing the pixel tensor. An unfrozen encoder bypasses the cache: its outputs change as it trains and
+    /// must keep their graph.
     /// </summary>
-    public Tensor GetOrEncode(IVisionEncoder encoder, Tensor pixels)
+    public Tensor GetOrEncode(IVisionEncoder encoder, Tensor pixels, IReadOnlyList<string>? keys = null)
     {
         if (pixels.dim() != 4)
             throw new ArgumentException($"Pixels for the feature cache must be [N, 3, H, W]; got [{string.Join(", ", pixels.shape)}].", nameof(pixels));
-        using var scope = NewDisposeScope();
         var count = (int)pixels.shape[0];
+        if (keys is not null && keys.Count != count)
+            throw new ArgumentException($"The feature cache got {keys.Count} keys for {count} images; pass one key per image.", nameof(keys));
+        if (!encoder.IsFrozen) return encoder.Encode(pixels);
+
+        using var scope = NewDisposeScope();
         var rows = new Tensor?[count];
-        var keys = new string[count];
+        var imageKeys = new string[count];
         var missing = new List<int>();
         for (var i = 0; i < count; i++)
         {
-            keys[i] = KeyForPixels(encoder.EncoderId, pixels[i]);
-            rows[i] = TryGet(keys[i]);
+            imageKeys[i] = keys?[i] ?? KeyForPixels(encoder.EncoderId, pixels[i]);
+            rows[i] = TryGet(imageKeys[i]);
             if (rows[i] is null) missing.Add(i);
         }
 
         if (missing.Count > 0)
         {
             // An image repeated inside one batch is encoded once.
-            var unique = missing.GroupBy(i => keys[i]).Select(g => g.First()).ToList();
+            var unique = missing.GroupBy(i => imageKeys[i]).Select(g => g.First()).ToList();
             var index = tensor(unique.Select(i => (long)i).ToArray(), device: pixels.device);
             var encoded = encoder.Encode(pixels.index_select(0, index));
             for (var j = 0; j < unique.Count; j++)
-                Put(keys[unique[j]], encoded[j]);
-            var byKey = unique.Select((i, j) => (keys[i], j)).ToDictionary(p => p.Item1, p => p.j);
+                Put(imageKeys[unique[j]], encoded[j]);
+            var rowByKey = unique.Select((i, j) => (Key: imageKeys[i], Row: j)).ToDictionary(p => p.Key, p => p.Row);
             foreach (var i in missing)
-                rows[i] = encoded[byKey[keys[i]]].detach().to(ScalarType.Float32).cpu();
+                rows[i] = encoded[rowByKey[imageKeys[i]]].detach().to(ScalarType.Float32).cpu();
         }
         return stack(rows.Select(r => r!).ToArray()).to(pixels.device).MoveToOuterDisposeScope();
     }

@@ -93,6 +93,37 @@ public class VisionFeatureCacheTests
     }
 
     [Fact]
+    public void CallerKeysReplacePixelHashing()
+    {
+        using var scope = NewDisposeScope();
+        using var model = new ClipVisionModel(ClipVisionConfig.Tiny());
+        var encoder = new CountingEncoder(model);
+        using var cache = new VisionFeatureCache(1 << 20);
+        var key = VisionFeatureCache.KeyForImageBytes(encoder.EncoderId, "clip-32", new byte[] { 9, 9, 9 });
+        var first = cache.GetOrEncode(encoder, Image(0), new[] { key });
+        // Same file key, so the cached features are reused even though these pixels differ.
+        var second = cache.GetOrEncode(encoder, Image(5), new[] { key });
+        Assert.Equal(1, encoder.Calls);
+        Assert.True(second.allclose(first, rtol: 0, atol: 0));
+        Assert.Throws<ArgumentException>(() => cache.GetOrEncode(encoder, Image(0), new[] { key, key }));
+    }
+
+    [Fact]
+    public void UnfrozenEncoderBypassesTheCache()
+    {
+        using var scope = NewDisposeScope();
+        using var model = new ClipVisionModel(ClipVisionConfig.Tiny());
+        model.Unfreeze();
+        var encoder = new CountingEncoder(model);
+        using var cache = new VisionFeatureCache(1 << 20);
+        cache.GetOrEncode(encoder, Image(0));
+        var again = cache.GetOrEncode(encoder, Image(0));
+        Assert.Equal(2, encoder.Calls);
+        Assert.Equal(0, cache.Count);
+        Assert.True(again.requires_grad);
+    }
+
+    [Fact]
     public void EntryLargerThanBudgetIsNotKept()
     {
         using var scope = NewDisposeScope();
