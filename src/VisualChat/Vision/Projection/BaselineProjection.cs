@@ -1,0 +1,40 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace VisualChat.Vision;
+
+/// <summary>
+/// DSVC "baseline": nn.Sequential(Linear(visionWidth, lmWidth), LayerNorm(lmWidth, eps 1e-12)), so its keys are
+/// <c>0.weight</c>, <c>0.bias</c>, <c>1.weight</c>, <c>1.bias</c>. Token count unchanged: every encoder token,
+/// the CLS token included, becomes one LM embedding (CLIP-L/14 at 224 px: 257 in → 257 out; Qwen encoder: 256 → 256).
+/// </summary>
+public sealed class BaselineProjection : nn.Module<Tensor, Tensor>, IProjection
+{
+    private readonly Linear linear;
+    private readonly LayerNorm layer_norm;
+
+    public BaselineProjection(int visionWidth, int lmWidth, string name = "projection") : base(name)
+    {
+        InputWidth = visionWidth;
+        OutputWidth = lmWidth;
+        linear = nn.Linear(visionWidth, lmWidth);
+        layer_norm = nn.LayerNorm(lmWidth, 1e-12);
+        // Registered under Sequential's positional names instead of the field names.
+        register_module("0", linear);
+        register_module("1", layer_norm);
+    }
+
+    public ProjectionKind Kind => ProjectionKind.Baseline;
+    public int InputWidth { get; }
+    public int OutputWidth { get; }
+    public int OutputTokens(int inputTokens) => inputTokens;
+
+    public override Tensor forward(Tensor visionFeatures)
+    {
+        using var scope = NewDisposeScope();
+        return layer_norm.forward(linear.forward(visionFeatures)).MoveToOuterDisposeScope();
+    }
+
+    public Tensor Project(Tensor visionFeatures) => forward(visionFeatures);
+}

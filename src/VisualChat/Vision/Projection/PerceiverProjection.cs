@@ -1,0 +1,83 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace VisualChat.Vision;
+
+/// <summary>
+/// DSVC "perceiver" (VisProjection_perceiver): grid² learned queries (256 by default) cross-attend once over the
+/// encoder's patch tokens and become exactly grid² LM embeddings, whatever the image size (CLIP-L/14 224: 257 in →
+/// 256 out; 336: 577 in → 256 out). Like DSVC it drops the first token as CLS and sizes the key positions from the
+/// token count including CLS, so it expects CLS + a square patch grid (CLIP encoders, not the Qwen resampler output).
+/// Keys: <c>pos_embed</c> (fixed 2-D sin-cos, frozen), <c>query</c>, <c>kv_proj.{weight,bias}</c>,
+/// <c>attn.in_proj_weight</c>, <c>attn.in_proj_bias</c>, <c>attn.out_proj.*</c>, <c>ln_q.*</c>, <c>ln_kv.*</c>,
+/// <c>projection.0.*</c> (LayerNorm) and <c>projection.1.*</c> (Linear). LayerNorm eps 1e-12 throughout.
+/// </summary>
+public sealed class PerceiverProjection : nn.Module<Tensor, Tensor>, IProjection
+{
+    private readonly Parameter pos_embed;
+    private readonly Parameter query;
+    private readonly Linear kv_proj;
+    private readonly PackedMultiheadAttention attn;
+    private readonly LayerNorm ln_q;
+    private readonly LayerNorm ln_kv;
+    private readonly Sequential projection;
+
+    public PerceiverProjection(int visionWidth, int lmWidth, int gridSize = 16, int? numHeads = null, string name = "projection")
+        : base(name)
+    {
+        var heads = numHeads ?? lmWidth / 128;
+        if (heads <= 0 || lmWidth % heads != 0)
+            throw new ArgumentException(
+                $"perceiver projection: LM width {lmWidth} needs a positive head count dividing it (got {heads}); set PerceiverHeads.",
+                nameof(numHeads));
+        InputWidth = visionWidth;
+        OutputWidth = lmWidth;
+        NumQueries = gridSize * gridSize;
+        pos_embed = new Parameter(VisionPositionalEmbeddings.Get2dSinCos(lmWidth, gridSize), requires_grad: false);
+        query = new Parameter(nn.init.trunc_normal_(empty(NumQueries, lmWidth), std: 0.02));
+        kv_proj = nn.Linear(visionWidth, lmWidth);
+        attn = new PackedMultiheadAttention(lmWidth, heads);
+        ln_q = nn.LayerNorm(lmWidth, 1e-12);
+        ln_kv = nn.LayerNorm(lmWidth, 1e-12);
+        projection = nn.Sequential(("0", nn.LayerNorm(lmWidth, 1e-12)), ("1", nn.Linear(lmWidth, lmWidth)));
+        // DSVC's _init_weights: trunc_normal(0.02) Linear weights, zero biases.
+        using (no_grad())
+        {
+            foreach (var linear in new[] { kv_proj, (Linear)projection[1] })
+            {
+                nn.init.trunc_normal_(linear.weight!, std: 0.02);
+                linear.bias!.zero_();
+            }
+        }
+        RegisterComponents();
+    }
+
+    public ProjectionKind Kind => ProjectionKind.Perceiver;
+    public int InputWidth { get; }
+    public int OutputWidth { get; }
+    public int NumQueries { get; }
+
+    public int OutputTokens(int inputTokens)
+    {
+        var keyGrid = (int)Math.Sqrt(inputTokens);
+        if (keyGrid * keyGrid != inputTokens - 1)
+            throw new ArgumentException(
+                $"perceiver projection takes CLS + a square patch grid; {inputTokens} tokens is not 1 + n².", nameof(inputTokens));
+        return NumQueries;
+    }
+
+    public override Tensor forward(Tensor visionFeatures)
+    {
+        OutputTokens((int)visionFeatures.shape[1]);
+        using var scope = NewDisposeScope();
+        var keyPositions = VisionPositionalEmbeddings.GetAbsPos(pos_embed, visionFeatures.shape[1]);
+        var patches = visionFeatures.narrow(1, 1, visionFeatures.shape[1] - 1);
+        var kv = ln_kv.forward(kv_proj.forward(patches));
+        var queries = (ln_q.forward(query) + pos_embed).unsqueeze(0).expand(visionFeatures.shape[0], -1, -1);
+        var attended = attn.forward(queries, kv + keyPositions, kv);
+        return projection.forward(attended).MoveToOuterDisposeScope();
+    }
+
+    public Tensor Project(Tensor visionFeatures) => forward(visionFeatures);
+}
