@@ -126,10 +126,10 @@ public sealed class Base64ImageMap : IDisposable
     }
 }
 
-/// <summary>Loads image bytes for any <see cref="ImageRef"/>.</summary>
-public static class ImageLoader
+/// <summary>Reads the encoded bytes behind any <see cref="ImageRef"/> (decoding is <c>VisualChat.Vision.ImageLoader</c>'s job).</summary>
+public static class ImageRefs
 {
-    public static byte[] LoadBytes(ImageRef image) => image switch
+    public static byte[] ReadBytes(ImageRef image) => image switch
     {
         FileImageRef f => File.ReadAllBytes(f.Path),
         Base64MapImageRef m => Base64ImageMap.Open(m.MapFile).ReadBytes(m.Key),
@@ -142,49 +142,4 @@ public static class ImageLoader
         Base64MapImageRef m => File.Exists(m.MapFile) && Base64ImageMap.Open(m.MapFile).Contains(m.Key),
         _ => false,
     };
-}
-
-/// <summary>Reads width and height from PNG, JPEG and GIF headers without decoding the image.</summary>
-public static class ImageHeader
-{
-    public static (int Width, int Height)? TryReadSize(string path)
-    {
-        try
-        {
-            using var s = File.OpenRead(path);
-            var head = new byte[Math.Min(s.Length, 1 << 16)];
-            int n = s.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
-            return TryReadSize(head.AsSpan(0, n));
-        }
-        catch (IOException)
-        {
-            return null;
-        }
-    }
-
-    public static (int Width, int Height)? TryReadSize(ReadOnlySpan<byte> b)
-    {
-        if (b.Length >= 24 && b[0] == 0x89 && b[1] == (byte)'P' && b[2] == (byte)'N' && b[3] == (byte)'G')
-            return (BigEndian(b, 16), BigEndian(b, 20));
-        if (b.Length >= 10 && b[0] == (byte)'G' && b[1] == (byte)'I' && b[2] == (byte)'F')
-            return (b[6] | b[7] << 8, b[8] | b[9] << 8);
-        if (b.Length >= 4 && b[0] == 0xFF && b[1] == 0xD8)
-        {
-            int i = 2;
-            while (i + 9 < b.Length)
-            {
-                if (b[i] != 0xFF) { i++; continue; }
-                byte marker = b[i + 1];
-                if (marker == 0xFF) { i++; continue; }
-                if (marker is 0xD8 or 0x01 || marker is >= 0xD0 and <= 0xD7) { i += 2; continue; }
-                int length = b[i + 2] << 8 | b[i + 3];
-                bool startOfFrame = marker is >= 0xC0 and <= 0xCF && marker is not (0xC4 or 0xC8 or 0xCC);
-                if (startOfFrame) return (b[i + 7] << 8 | b[i + 8], b[i + 5] << 8 | b[i + 6]);
-                i += 2 + length;
-            }
-        }
-        return null;
-    }
-
-    private static int BigEndian(ReadOnlySpan<byte> b, int at) => b[at] << 24 | b[at + 1] << 16 | b[at + 2] << 8 | b[at + 3];
 }

@@ -87,7 +87,7 @@ public abstract class DataSetReader
         if (images > context.MaxImages)
             throw new RecordSkipException(SkipReason.TooManyImages, $"{images} images, more than max_images = {context.MaxImages}");
         foreach (var image in conversation.Images)
-            if (!ImageLoader.Exists(image))
+            if (!ImageRefs.Exists(image))
                 throw new RecordSkipException(SkipReason.MissingImage, $"image {image.Describe()} does not exist");
     }
 

@@ -71,7 +71,7 @@ public class ReaderTests(DataRootClassFixture fixture) : IClassFixture<DataRootC
         Assert.Equal(["SD_INS_00001", "SD_INS_00002"], merged.SourceIds.Select(s => s.Record));
         Assert.Equal(["And then?", "What happens?"], merged.Rounds.Select(r => r.Question).Order());
         var image = Assert.IsType<Base64MapImageRef>(merged.Rounds[0].NewImages[0]);
-        Assert.Equal(TinyPng.Encode(2, 2), ImageLoader.LoadBytes(image));
+        Assert.Equal(TinyPng.Encode(2, 2), ImageRefs.ReadBytes(image));
         foreach (var subset in new[] { "otter_mimicit_sn", "otter_mimicit_tvc", "otter_mimicit_vst" })
             Assert.Equal(2, Read(subset).Conversations.Count);
     }
@@ -178,7 +178,8 @@ public class ReaderTests(DataRootClassFixture fixture) : IClassFixture<DataRootC
         Assert.Equal(2, opened.Count);
         Assert.Equal(png, opened.ReadBytes("x"));
         Assert.Equal(png, opened.ReadBytes("y"));
-        Assert.Equal((3, 1), ImageHeader.TryReadSize(opened.ReadBytes("y")));
+        Assert.True(VisualChat.Vision.ImageHeader.TryRead(opened.ReadBytes("y"), out var header));
+        Assert.Equal((3, 1), (header.Width, header.Height));
         Assert.Contains("map.json", Assert.Throws<KeyNotFoundException>(() => opened.ReadBytes("z")).Message);
     }
 
@@ -186,9 +187,9 @@ public class ReaderTests(DataRootClassFixture fixture) : IClassFixture<DataRootC
     public void Image_header_reads_real_jpeg_and_png_sizes()
     {
         var jpeg = Path.Combine(SharedData.DsvcApp, "eval", "eval_data", "images", "singles", "extreme_ironing.jpg");
-        var size = ImageHeader.TryReadSize(jpeg);
-        Assert.NotNull(size);
-        Assert.True(size.Value.Width > 1 && size.Value.Height > 1);
-        Assert.Equal((4, 6), ImageHeader.TryReadSize(_dir.Combine("OCR_VQA/images/book1.jpg")));
+        Assert.True(VisualChat.Vision.ImageHeader.TryReadFile(jpeg, out var size));
+        Assert.True(size.Width > 1 && size.Height > 1);
+        Assert.True(VisualChat.Vision.ImageHeader.TryReadFile(_dir.Combine("OCR_VQA/images/book1.jpg"), out var book));
+        Assert.Equal((4, 6), (book.Width, book.Height));
     }
 }

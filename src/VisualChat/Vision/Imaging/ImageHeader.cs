@@ -29,6 +29,28 @@ public readonly record struct ImageHeader(ImageFormat Format, int Width, int Hei
 
     private static ReadOnlySpan<byte> PngSignature => [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
 
+    /// <summary>Reads the header of an image file (its first 256 KiB, enough for JPEG metadata before the frame
+    /// header); false when the file is unreadable or not a known image.</summary>
+    public static bool TryReadFile(string path, out ImageHeader header)
+    {
+        header = default;
+        try
+        {
+            using var stream = File.OpenRead(path);
+            var head = new byte[Math.Min(stream.Length, 256 * 1024)];
+            int read = stream.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
+            return TryRead(head.AsSpan(0, read), out header);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>Reads format and size; returns false when the header is missing or cut short.</summary>
     public static bool TryRead(ReadOnlySpan<byte> data, out ImageHeader header)
     {
