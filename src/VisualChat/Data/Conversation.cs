@@ -29,7 +29,8 @@ public readonly record struct SourceId(string File, string Record)
 
 /// <summary>One question/answer exchange. <see cref="NewImages"/> are the images this round introduces
 /// (shown before the question); images introduced earlier stay visible to later rounds.</summary>
-public sealed record Round(IReadOnlyList<ImageRef> NewImages, string Question, string? Answer)
+/// <param name="Category">Optional question category (the JSONL <c>type</c> field) for per-category evaluation.</param>
+public sealed record Round(IReadOnlyList<ImageRef> NewImages, string Question, string? Answer, string? Category = null)
 {
     public static Round TextOnly(string question, string? answer) => new([], question, answer);
 }

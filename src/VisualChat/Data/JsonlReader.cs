@@ -61,8 +61,8 @@ public sealed class JsonlReader : DataSetReader
             if (round.ValueKind != JsonValueKind.Object)
                 throw new RecordSkipException(SkipReason.MalformedRecord, $"rounds[{r - 1}] is not an object");
             foreach (var property in round.EnumerateObject())
-                if (property.Name is not ("images" or "question" or "answer"))
-                    throw new RecordSkipException(SkipReason.MalformedRecord, $"rounds[{r - 1}] has unknown field '{property.Name}' (allowed: images, question, answer)");
+                if (property.Name is not ("images" or "question" or "answer" or "type"))
+                    throw new RecordSkipException(SkipReason.MalformedRecord, $"rounds[{r - 1}] has unknown field '{property.Name}' (allowed: images, question, answer, type)");
             var images = new List<ImageRef>();
             if (round.TryGetProperty("images", out var list) && list.ValueKind != JsonValueKind.Null)
             {
@@ -74,7 +74,8 @@ public sealed class JsonlReader : DataSetReader
                     images.Add(new FileImageRef(Path.IsPathRooted(imagePath) ? imagePath : Path.GetFullPath(Path.Combine(folder, imagePath))));
                 }
             }
-            rounds.Add(new Round(images, RequireString(round, "question"), RequireString(round, "answer")));
+            string? category = round.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String ? type.GetString() : null;
+            rounds.Add(new Round(images, RequireString(round, "question"), RequireString(round, "answer"), category));
         }
         return new Conversation(context.DataSetName, rounds, [new SourceId(file, id)], system);
     }

@@ -85,3 +85,30 @@ public class ShapesGeneratorTests
 
     static string Describe(ShapesConversation c) => JsonSerializer.Serialize(c.Rounds.Select(r => new { r.Question, r.Answer, Images = r.NewImages.Select(i => $"{i.Kind}{i.Color}{string.Join(";", i.Instances)}") }));
 }
+
+public class ShapesThroughJsonlReaderTests
+{
+    [Fact]
+    public void GeneratedFileReadsBackThroughTheGenericJsonlReaderWithCategories()
+    {
+        var folder = Directory.CreateTempSubdirectory("shapes-jsonl").FullName;
+        try
+        {
+            var generator = new ShapesConversationGenerator(9);
+            var path = generator.WriteJsonl(folder, "eval.jsonl", 0, 20);
+            var config = Path.Combine(folder, "data.json");
+            File.WriteAllText(config, "{\"root\": \".\", \"eval_fraction\": 0, \"datasets\": [{\"name\": \"shapes\", \"format\": \"jsonl\", \"path\": \"eval.jsonl\"}]}");
+            var mixed = VisualChat.Data.DataMixer.Build(VisualChat.Data.DataConfig.Load(config), 1, enforceSkipLimit: true);
+            Assert.Equal(20, mixed.Train.Count);
+            var byId = mixed.Train.ToDictionary(c => c.SourceIds[0].Record);
+            for (int i = 0; i < 20; i++)
+            {
+                var expected = generator.Generate(i);
+                var read = byId[expected.Id];
+                Assert.Equal(expected.Rounds.Select(r => (r.Question, r.Answer, r.Kind.ToString(), r.NewImages.Count)),
+                    read.Rounds.Select(r => (r.Question, r.Answer!, r.Category!, r.NewImages.Count)));
+            }
+        }
+        finally { Directory.Delete(folder, true); }
+    }
+}
