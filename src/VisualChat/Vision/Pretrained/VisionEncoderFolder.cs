@@ -24,6 +24,9 @@ public sealed record LoadedVisionEncoder(IVisionEncoder Encoder, ImageProcessorC
 {
     public required VisionCheckpointLayout Layout { get; init; }
     public required LoadReport Report { get; init; }
+
+    /// <summary>Checkpoint tensors left unused on purpose (other towers, the LM, position_ids), by checkpoint name.</summary>
+    public required IReadOnlyList<string> IgnoredTensors { get; init; }
 }
 
 /// <summary>
@@ -69,6 +72,7 @@ public static class VisionEncoderFolder
         using var source = TensorFiles.Open(folder);
         IVisionEncoder encoder;
         VisionCheckpointLayout layout;
+        Func<string, string> checkpointName = name => name;
         LoadReport report;
         if (source.Contains(ClipProbe))
         {
@@ -91,6 +95,7 @@ public static class VisionEncoderFolder
             var model = new QwenVisionTransformer(config);
             encoder = model;
             var prefix = QwenVisionTransformer.QwenVlCheckpointPrefix;
+            if (prefixed) checkpointName = name => prefix + name;
             report = LoadInto(model, source, prefixed
                 ? new LoadOptions
                 {
@@ -112,7 +117,9 @@ public static class VisionEncoderFolder
         if (device is not null && device.type != DeviceType.CPU)
             ((nn.Module)encoder).to(device);
         var processor = LoadProcessor(folder, encoder.ImageSize);
-        return new LoadedVisionEncoder(encoder, processor) { Layout = layout, Report = report };
+        var used = report.Loaded.Select(checkpointName).ToHashSet(StringComparer.Ordinal);
+        var ignored = source.Entries.Select(e => e.Name).Where(name => !used.Contains(name)).ToList();
+        return new LoadedVisionEncoder(encoder, processor) { Layout = layout, Report = report, IgnoredTensors = ignored };
     }
 
     /// <summary>

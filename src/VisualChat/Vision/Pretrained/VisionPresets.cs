@@ -120,10 +120,16 @@ public static class VisionPresets
         {
             return; // No way to ask; the write itself reports a full disk.
         }
-        if (available < needed)
+        EnsureFits(name, dtype, needed, available, existing.FullName);
+    }
+
+    /// <summary>Throws <see cref="IOException"/> naming the preset, the place and both sizes when <paramref name="neededBytes"/> exceed <paramref name="availableBytes"/>.</summary>
+    public static void EnsureFits(string name, ScalarType dtype, long neededBytes, long availableBytes, string where)
+    {
+        if (availableBytes < neededBytes)
             throw new IOException(
-                $"Writing vision preset '{name}' as {dtype} needs about {FormatBytes(needed)} under '{existing.FullName}', " +
-                $"but only {FormatBytes(available)} are free; choose a folder on a larger disk or a 2-byte dtype (bf16).");
+                $"Writing vision preset '{name}' as {dtype} needs about {FormatBytes(neededBytes)} under '{where}', " +
+                $"but only {FormatBytes(availableBytes)} are free; choose a folder on a larger disk or a 2-byte dtype (bf16).");
     }
 
     private static string Normalize(string name)
