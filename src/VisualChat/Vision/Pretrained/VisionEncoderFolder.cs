@@ -79,24 +79,24 @@ public static class VisionEncoderFolder
             var config = ParseConfig(configPath, () => ClipVisionConfig.Parse(configJson));
             var isClipModel = HasObject(configJson, "vision_config");
             layout = isClipModel ? VisionCheckpointLayout.ClipModel : VisionCheckpointLayout.ClipVisionModel;
-            var model = new ClipVisionModel(config, clipFeatureSelect, clipDropClsToken);
-            encoder = model;
-            report = LoadInto(model, source, new LoadOptions
+            var options = new LoadOptions
             {
                 IgnoreUnexpectedWhere = name => name == ClipPositionIds
                     || (isClipModel && (name.StartsWith("text_model.", StringComparison.Ordinal) || ClipModelExtras.Contains(name))),
-            });
+            };
+            CheckBeforeBuilding(folder, source, VisionTensorLayout.Clip(config), options);
+            var model = new ClipVisionModel(config, clipFeatureSelect, clipDropClsToken);
+            encoder = model;
+            report = LoadInto(model, source, options);
         }
         else if (source.Contains(QwenProbe) || source.Contains(QwenVisionTransformer.QwenVlCheckpointPrefix + QwenProbe))
         {
             var prefixed = !source.Contains(QwenProbe);
             var config = ParseConfig(configPath, () => QwenVisionConfig.Parse(configJson));
             layout = prefixed ? VisionCheckpointLayout.QwenVl : VisionCheckpointLayout.QwenVisualChat;
-            var model = new QwenVisionTransformer(config);
-            encoder = model;
             var prefix = QwenVisionTransformer.QwenVlCheckpointPrefix;
             if (prefixed) checkpointName = name => prefix + name;
-            report = LoadInto(model, source, prefixed
+            var options = prefixed
                 ? new LoadOptions
                 {
                     MapName = name => prefix + name,
@@ -104,7 +104,11 @@ public static class VisionEncoderFolder
                     IgnoreUnexpectedWhere = name => !name.StartsWith(prefix, StringComparison.Ordinal)
                         || (!config.UseOutputProjection && name == prefix + "proj"),
                 }
-                : new LoadOptions());
+                : new LoadOptions();
+            CheckBeforeBuilding(folder, source, VisionTensorLayout.Qwen(config), options);
+            var model = new QwenVisionTransformer(config);
+            encoder = model;
+            report = LoadInto(model, source, options);
         }
         else
         {
@@ -212,6 +216,35 @@ public static class VisionEncoderFolder
         if (height != imageSize || width != imageSize)
             throw new InvalidDataException(
                 $"{source} crops to {height}x{width} but the encoder takes {imageSize}x{imageSize} images; fix crop_size to {imageSize}.");
+    }
+
+    /// <summary>
+    /// Compares the checkpoint with the tensor list the config implies before the module exists, so a config that does
+    /// not fit its weights (e.g. a full-size config beside small weights) fails at once instead of after allocating
+    /// gigabytes. <see cref="StateDict.Load"/> repeats the check against the real module.
+    /// </summary>
+    private static void CheckBeforeBuilding(string folder, ITensorSource source, IReadOnlyList<VisionTensorSpec> specs, LoadOptions options)
+    {
+        var problems = new List<string>();
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var spec in specs)
+        {
+            var name = options.MapName?.Invoke(spec.Name) ?? spec.Name;
+            used.Add(name);
+            if (!source.Contains(name))
+                problems.Add($"'{name}' is missing (expected {DTypes.FormatShape(spec.Shape)})");
+            else if (source.Describe(name).Shape is var shape && !shape.SequenceEqual(spec.Shape))
+                problems.Add($"'{name}' has shape {DTypes.FormatShape(shape)} but the config needs {DTypes.FormatShape(spec.Shape)}");
+        }
+        problems.AddRange(source.Entries.Select(e => e.Name)
+            .Where(name => !used.Contains(name) && !(options.IgnoreUnexpectedWhere?.Invoke(name) ?? false))
+            .Select(name => $"'{name}' is unexpected"));
+        if (problems.Count == 0) return;
+        const int shown = 20;
+        throw new InvalidDataException(
+            $"Vision checkpoint in '{folder}' does not match its {ConfigFile} ({problems.Count} problem(s)): {string.Join("; ", problems.Take(shown))}" +
+            (problems.Count > shown ? $"; … and {problems.Count - shown} more." : ".") +
+            " Use the config.json that came with these weights.");
     }
 
     private static LoadReport LoadInto(nn.Module module, ITensorSource source, LoadOptions options)

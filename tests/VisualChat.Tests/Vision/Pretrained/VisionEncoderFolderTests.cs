@@ -194,6 +194,19 @@ public class VisionEncoderFolderTests
     }
 
     [Fact]
+    public void DeepSpeedVisualChatsClipConfigSelectsTheQwenEncoderAndIsCheckedBeforeAllocating()
+    {
+        // DSVC's qwen_clip folder ships a CLIP-bigG config; the Qwen keys decide the architecture and the config gives
+        // the full size (width 1664, 48 layers), which the micro weights do not fit: this must fail before building 1.9B parameters.
+        using var temp = new TempFolder();
+        File.Copy(PretrainedTestSupport.FixturePath("qwen-dsvc-micro", "pytorch_model.bin"), Path.Combine(temp.Path, "pytorch_model.bin"));
+        File.Copy(VisionTestSupport.SharedPath("models", "configs", "qwen-clip-config.json"), Path.Combine(temp.Path, "config.json"));
+        var error = Assert.Throws<InvalidDataException>(() => VisionEncoderFolder.Load(temp.Path));
+        Assert.Contains("'conv1.weight' has shape [16, 3, 14, 14] but the config needs [1664, 3, 14, 14]", error.Message);
+        Assert.Contains("config.json", error.Message);
+    }
+
+    [Fact]
     public void MissingTensorIsNamed()
     {
         var message = LoadAfterEditing(tensors => tensors.Remove("vision_model.encoder.layers.1.mlp.fc2.bias"));
