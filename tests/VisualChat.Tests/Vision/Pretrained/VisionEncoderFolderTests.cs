@@ -207,6 +207,16 @@ public class VisionEncoderFolderTests
     }
 
     [Fact]
+    public void FromPretrainedChecksTheArchitecture()
+    {
+        var folder = PretrainedTestSupport.FixturePath("qwen-dsvc-micro");
+        using var qwen = QwenVisionTransformer.FromPretrained(folder);
+        Assert.Equal(16, qwen.OutputWidth);
+        var error = Assert.Throws<InvalidDataException>(() => ClipVisionModel.FromPretrained(folder));
+        Assert.Contains("QwenVisualChat", error.Message);
+    }
+
+    [Fact]
     public void MissingTensorIsNamed()
     {
         var message = LoadAfterEditing(tensors => tensors.Remove("vision_model.encoder.layers.1.mlp.fc2.bias"));
