@@ -32,9 +32,13 @@ public static class BenchVisionCommand
             }
             foreach (var name in presets)
             {
-                if (!VisionPresets.Names.Contains(name.Trim().ToLowerInvariant()))
+                try
                 {
-                    Console.Error.WriteLine($"Unknown --preset '{name}'; use one of {string.Join(", ", VisionPresets.Names)}.");
+                    VisionPresets.Info(name);
+                }
+                catch (ArgumentException e)
+                {
+                    Console.Error.WriteLine($"--preset: {e.Message}");
                     return 2;
                 }
                 if (VisionBenchmark.IsHeavy(name))
