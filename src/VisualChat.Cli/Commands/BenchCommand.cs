@@ -11,6 +11,7 @@ public static class BenchCommand
         var bench = new Command("bench", "Benchmarks; each reports ratios against a baseline measured in the same run.");
         bench.Subcommands.Add(Attention());
         bench.Subcommands.Add(BenchPreprocessCommand.Create());
+        bench.Subcommands.Add(BenchVisionCommand.Create());
         return bench;
     }
 

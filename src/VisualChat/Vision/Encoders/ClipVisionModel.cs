@@ -75,4 +75,14 @@ public sealed class ClipVisionModel : nn.Module<Tensor, Tensor>, IVisionEncoder
     public Tensor HiddenState(Tensor pixelValues, int index) => vision_model.HiddenState(pixelValues, index);
 
     public Tensor Encode(Tensor pixels) => FrozenModule.Run(this, () => forward(pixels));
+
+    /// <summary>Loads an HF CLIPVisionModel or CLIPModel folder (vision tower only); see <see cref="VisionEncoderFolder.Load"/>.</summary>
+    public static ClipVisionModel FromPretrained(string folder, Device? device = null,
+        VisionFeatureSelect featureSelect = VisionFeatureSelect.LastHiddenState, bool dropClsToken = false)
+    {
+        var loaded = VisionEncoderFolder.Load(folder, device, featureSelect, dropClsToken);
+        if (loaded.Encoder is ClipVisionModel clip) return clip;
+        ((IDisposable)loaded.Encoder).Dispose();
+        throw new InvalidDataException($"'{folder}' holds a {loaded.Layout} checkpoint, not CLIP; load it with VisionEncoderFolder.Load.");
+    }
 }

@@ -89,4 +89,13 @@ public sealed class QwenVisionTransformer : nn.Module<Tensor, Tensor>, IVisionEn
 
     /// <summary>[N, 3, S, S] → [N, n_queries, output_dim], under no_grad while frozen.</summary>
     public Tensor Encode(Tensor pixels) => FrozenModule.Run(this, () => forward(pixels));
+
+    /// <summary>Loads DSVC's extracted encoder folder or an original Qwen-VL checkpoint folder; see <see cref="VisionEncoderFolder.Load"/>.</summary>
+    public static QwenVisionTransformer FromPretrained(string folder, Device? device = null)
+    {
+        var loaded = VisionEncoderFolder.Load(folder, device);
+        if (loaded.Encoder is QwenVisionTransformer qwen) return qwen;
+        ((IDisposable)loaded.Encoder).Dispose();
+        throw new InvalidDataException($"'{folder}' holds a {loaded.Layout} checkpoint, not Qwen-VL; load it with VisionEncoderFolder.Load.");
+    }
 }
