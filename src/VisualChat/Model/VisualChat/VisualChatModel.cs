@@ -49,7 +49,7 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
 
     /// <summary>Builds a randomly initialised model from configs (the vision config comes from <paramref name="config"/>).</summary>
     public VisualChatModel(VisualChatConfig config, LlamaConfig lmConfig, long? seed = null)
-        : this(config, new LlamaForCausalLM(lmConfig, seed), CreateEncoder(config), seed)
+        : this(config, new LlamaForCausalLM(lmConfig, seed), CreateEncoder(config, seed), seed)
     {
     }
 
@@ -82,7 +82,14 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
         ApplyDefaultTrainability();
     }
 
-    static IVisionEncoder CreateEncoder(VisualChatConfig config) => config.VisionEncoder switch
+    static IVisionEncoder CreateEncoder(VisualChatConfig config, long? seed = null)
+    {
+        // The encoders draw their initial weights from the global generator.
+        if (seed is { } s) random.manual_seed(s);
+        return CreateEncoderFromConfig(config);
+    }
+
+    static IVisionEncoder CreateEncoderFromConfig(VisualChatConfig config) => config.VisionEncoder switch
     {
         "qwen" => new QwenVisionTransformer(config.QwenVision
             ?? throw new ArgumentException($"{VisualChatConfig.FileName}: vision_encoder is \"qwen\" but no Qwen vision config (vision/config.json) was given.", nameof(config))),
@@ -168,8 +175,9 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
         return ((total / Math.Max(count, 1)).MoveToOuterDisposeScope(), count);
     }
 
-    /// <summary>Runs the decoder on embeddings and applies the head; frees the attention kernel's per-forward state.</summary>
-    internal Tensor RunLanguageModel(Tensor inputsEmbeds, Tensor? attentionMask, Tensor modality, CrossAttentionMemory? memory, KVCache? cache, bool lastTokenOnly)
+    /// <summary>Runs the decoder on embeddings [B, L, D] and applies the head → logits [B, L (or 1), lm_vocab_size]; frees the
+    /// attention kernel's per-forward state. <paramref name="modality"/> [B, L] must be given (the cache records it).</summary>
+    public Tensor RunLanguageModel(Tensor inputsEmbeds, Tensor? attentionMask, Tensor modality, CrossAttentionMemory? memory, KVCache? cache, bool lastTokenOnly)
     {
         using var scope = NewDisposeScope();
         if (kernel is CausalCrossAttentionKernel cross) cross.Memory = memory;
