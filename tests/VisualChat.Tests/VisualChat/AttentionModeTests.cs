@@ -12,7 +12,8 @@ namespace VisualChat.Tests.Chat;
 public class AttentionModeTests
 {
     const long P = (long)TokenModality.Padding, T = (long)TokenModality.Text, I = (long)TokenModality.Image;
-    static readonly long[][] Layout = [[T, I, I, T, T, I, T, P], [I, I, T, T, I, T, T, T]];
+    // Row 1 has padding at the start and in the middle: those keys must never receive weight.
+    static readonly long[][] Layout = [[T, I, I, T, T, I, T, P], [P, I, T, T, P, I, T, T]];
     const int L = 8;
 
     static (Tensor q, Tensor k, Tensor v, AttentionContext context) Inputs(int headDim)
@@ -88,7 +89,7 @@ public class AttentionModeTests
     {
         using var scope = NewDisposeScope();
         // Memory: the image tokens of each row (slots), plus one unused entry in row 1 that must never be attended.
-        long[][] slots = [[1, 2, 5, CrossAttentionMemory.UnusedSlot], [0, 1, 4, CrossAttentionMemory.UnusedSlot]];
+        long[][] slots = [[1, 2, 5, CrossAttentionMemory.UnusedSlot], [1, 5, CrossAttentionMemory.UnusedSlot, CrossAttentionMemory.UnusedSlot]];
         const int M = 4, width = L + M;
         var (q, k, v, context) = Inputs(width);
         var memory = zeros(2, M, width);
