@@ -287,6 +287,23 @@ public class VisualChatModelTests
         Assert.Equal(2, state.ImageCounts[0]);
     }
 
+    [Fact]
+    public void FeatureCacheSkipsImagesAlreadyEncodedWithoutChangingTheOutput()
+    {
+        using var scope = NewDisposeScope();
+        using var model = Tiny();
+        int img = model.Config.ImageTokenId;
+        var batch = new VisualChatBatch(Ids([1, 50, img, 51, img]), null, null, [2], Images(2));
+        var uncached = model.forward(batch).Logits;
+        Assert.Equal(2, model.EncodedImageCount);
+        using var cache = new global::VisualChat.Vision.VisionFeatureCache(1 << 20);
+        model.FeatureCache = cache;
+        Assert.True(model.forward(batch).Logits.allclose(uncached, 1e-6, 1e-6));
+        Assert.Equal(4, model.EncodedImageCount);
+        Assert.True(model.forward(batch).Logits.allclose(uncached, 1e-6, 1e-6));
+        Assert.Equal(4, model.EncodedImageCount);
+    }
+
     [Theory]
     [InlineData(AttentionMode.Mmca)]
     [InlineData(AttentionMode.Causal)]
