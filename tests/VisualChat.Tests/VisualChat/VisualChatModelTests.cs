@@ -409,4 +409,15 @@ public class VisualChatModelTests
         Assert.Throws<ArgumentException>(() => VisualChatPresets.Create(VisualChatPresets.Qwen448Llama2_13B));
         Assert.Equal(4, VisualChatPresets.Names.Count);
     }
+
+    [Fact]
+    public void EncoderParameterFormulasMatchBuiltEncoders()
+    {
+        var qwenConfig = global::VisualChat.Vision.QwenVisionConfig.Tiny();
+        using var qwen = new global::VisualChat.Vision.QwenVisionTransformer(qwenConfig);
+        Assert.Equal(qwen.parameters().Sum(p => p.numel()), VisualChatPresets.QwenParameters(qwenConfig));
+        var clipConfig = global::VisualChat.Vision.ClipVisionConfig.Tiny();
+        using var clip = new global::VisualChat.Vision.ClipVisionModel(clipConfig);
+        Assert.Equal(clip.parameters().Sum(p => p.numel()), VisualChatPresets.ClipParameters(clipConfig));
+    }
 }
