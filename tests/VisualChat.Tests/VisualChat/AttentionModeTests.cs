@@ -3,7 +3,7 @@ using TorchSharp.Modules;
 using VisualChat.Attention;
 using static TorchSharp.torch;
 
-namespace VisualChat.Tests.Chat;
+namespace VisualChat.Tests.Multimodal;
 
 /// <summary>
 /// Who attends to whom in each attention mode. Queries are zero, so a query spreads its weight evenly over the keys

@@ -4,7 +4,7 @@ using VisualChat.Inference;
 using VisualChat.Model;
 using static TorchSharp.torch;
 
-namespace VisualChat.Tests.Chat;
+namespace VisualChat.Tests.Multimodal;
 
 public class VisualChatModelTests
 {
