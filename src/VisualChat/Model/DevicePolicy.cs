@@ -26,4 +26,13 @@ public static class DevicePolicy
         "float64" or "fp64" or "double" => ScalarType.Float64,
         _ => throw new ArgumentException($"Unknown dtype '{name}'; use float32, bfloat16 or float16.", nameof(name))
     };
+
+    /// <summary>The config.json spelling of a dtype: "float32", "bfloat16", "float16", "float64".</summary>
+    public static string DTypeName(ScalarType dtype) => dtype switch {
+        ScalarType.Float32 => "float32",
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float16 => "float16",
+        ScalarType.Float64 => "float64",
+        _ => throw new ArgumentException($"dtype {dtype} is not a floating-point weight type; use Float32, BFloat16 or Float16.", nameof(dtype))
+    };
 }
