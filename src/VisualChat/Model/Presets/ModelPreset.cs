@@ -35,7 +35,7 @@ public sealed record PresetDescription(string Name, ModelPresetKind Kind, string
     {
         var lines = new List<string> {
             $"preset {Name} ({Kind}): {Summary}",
-            $"parameters: {ParameterCount:N0} ({ParameterCount / 1e9:F3} B)",
+            FormattableString.Invariant($"parameters: {ParameterCount:N0} ({ParameterCount / 1e9:F3} B)"),
             $"bytes: float32 {FormatBytes(Bytes(ScalarType.Float32))}, bfloat16/float16 {FormatBytes(Bytes(ScalarType.BFloat16))}",
         };
         lines.AddRange(Notes);
@@ -52,8 +52,8 @@ public sealed record PresetDescription(string Name, ModelPresetKind Kind, string
         return string.Join(Environment.NewLine, lines);
     }
 
-    public static string FormatBytes(long bytes) => bytes >= 1L << 30 ? $"{bytes / (double)(1L << 30):F2} GiB ({bytes:N0} B)"
-        : bytes >= 1L << 20 ? $"{bytes / (double)(1L << 20):F1} MiB ({bytes:N0} B)" : $"{bytes:N0} B";
+    public static string FormatBytes(long bytes) => bytes >= 1L << 30 ? FormattableString.Invariant($"{bytes / (double)(1L << 30):F2} GiB ({bytes:N0} B)")
+        : bytes >= 1L << 20 ? FormattableString.Invariant($"{bytes / (double)(1L << 20):F1} MiB ({bytes:N0} B)") : FormattableString.Invariant($"{bytes:N0} B");
 }
 
 /// <summary>What a write produced.</summary>
