@@ -27,7 +27,7 @@ public static class TinyTokenizer
         "The students are learning to read and write in the classroom with their teacher. " +
         "She bought apples, bread and milk at the market, then she walked home with her friend.";
 
-    /// <summary>A tokenizer with <paramref name="merges"/> learned merges (fewer when the text runs out of repeated pairs).</summary>
+    /// <summary>A tokenizer with <paramref name="merges"/> learned merges (fewer when every word of the text is already one piece).</summary>
     public static SentencePieceTokenizer Build(int merges = DefaultMerges) =>
         SentencePieceTokenizer.FromModel(BuildModel(merges), "tiny preset tokenizer");
 
@@ -49,7 +49,7 @@ public static class TinyTokenizer
                     var pair = (symbols[i], symbols[i + 1]);
                     counts[pair] = counts.GetValueOrDefault(pair) + count;
                 }
-            var best = counts.Where(p => p.Value >= 2 && !known.Contains(p.Key.Item1 + p.Key.Item2))
+            var best = counts.Where(p => !known.Contains(p.Key.Item1 + p.Key.Item2))
                 .OrderByDescending(p => p.Value)
                 .ThenBy(p => p.Key.Item1 + "\u0001" + p.Key.Item2, StringComparer.Ordinal)
                 .Select(p => p.Key).FirstOrDefault();
