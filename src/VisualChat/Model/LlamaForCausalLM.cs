@@ -21,13 +21,13 @@ public sealed class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLMOutput>,
     /// padding row), ones for norms. <paramref name="seed"/> makes the weights reproducible.</summary>
     public LlamaForCausalLM(LlamaConfig config, long? seed = null) : this(config, seed, initialize: true) { }
 
-    /// <param name="initialize">False skips the HF-style random init (a pass over every weight) when the weights are
-    /// about to be loaded anyway; the modules' own default init still runs.</param>
+    /// <param name="initialize">False skips every random init (the weights are uninitialised memory) because they are
+    /// about to be loaded; only <see cref="FromPretrained"/>-style callers should pass it.</param>
     public LlamaForCausalLM(LlamaConfig config, long? seed, bool initialize) : base(nameof(LlamaForCausalLM))
     {
         Config = config;
-        model = new LlamaModel(config);
-        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+        model = new LlamaModel(config, initialize);
+        if (!config.TieWordEmbeddings) lm_head = LlamaLinear.Create(config.HiddenSize, config.VocabSize, hasBias: false, initialize);
         RegisterComponents();
         if (initialize) InitializeWeights(seed);
     }

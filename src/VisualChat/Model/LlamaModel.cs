@@ -22,12 +22,13 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
     /// </summary>
     public bool GradientCheckpointing { get; set; }
 
-    public LlamaModel(LlamaConfig config) : base(nameof(LlamaModel))
+    /// <param name="initialize">False skips the linear layers' default init (weights are loaded next).</param>
+    public LlamaModel(LlamaConfig config, bool initialize = true) : base(nameof(LlamaModel))
     {
         config.Validate();
         Config = config;
         embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize, padding_idx: config.PadTokenId);
-        layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i)).ToArray());
+        layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i, initialize)).ToArray());
         norm = new LlamaRMSNorm(config.HiddenSize, config.RmsNormEps);
         rotary_emb = new LlamaRotaryEmbedding(config);
         RegisterComponents();
