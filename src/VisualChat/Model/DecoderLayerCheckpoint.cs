@@ -15,15 +15,16 @@ public sealed class DecoderLayerCheckpoint : autograd.MultiTensorFunction<Decode
     public override string Name => nameof(DecoderLayerCheckpoint);
 
     /// <summary>The layer's output for <paramref name="hidden"/>, with a graph node that recomputes the layer in backward.</summary>
-    public static Tensor Forward(LlamaModel model, LlamaDecoderLayer layer, Tensor hidden, Tensor positions, Tensor? keyPadding, Tensor? modality)
+    /// <param name="context">This forward's shared layer context; the backward rebuilds one from the saved tensors.</param>
+    public static Tensor Forward(LlamaModel model, LlamaDecoderLayer layer, Tensor hidden, DecoderLayerContext context, Tensor positions, Tensor? keyPadding, Tensor? modality)
     {
         // With frozen embeddings the first layer's input needs no gradient, and a node whose inputs need none is never
         // run in backward; a throwaway leaf that requires grad keeps the layer's parameters in the graph.
         Tensor? anchor = hidden.requires_grad ? null : ones(1, requires_grad: true);
-        return apply(hidden, anchor!, new Saved(model, layer, positions, keyPadding, modality))[0];
+        return apply(hidden, anchor!, new Saved(model, layer, context, positions, keyPadding, modality))[0];
     }
 
-    sealed record Saved(LlamaModel Model, LlamaDecoderLayer Layer, Tensor Positions, Tensor? KeyPadding, Tensor? Modality);
+    sealed record Saved(LlamaModel Model, LlamaDecoderLayer Layer, DecoderLayerContext Context, Tensor Positions, Tensor? KeyPadding, Tensor? Modality);
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
@@ -33,8 +34,7 @@ public sealed class DecoderLayerCheckpoint : autograd.MultiTensorFunction<Decode
         ctx.save_data("layer", saved.Layer);
         ctx.save_data("model", saved.Model);
         using var scope = NewDisposeScope();
-        var context = saved.Model.LayerContext(hidden, saved.Positions, saved.KeyPadding, saved.Modality, past: 0, cache: null);
-        return [saved.Layer.forward(hidden, context).DetachFromDisposeScope()];
+        return [saved.Layer.forward(hidden, saved.Context).DetachFromDisposeScope()];
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grad_outputs)

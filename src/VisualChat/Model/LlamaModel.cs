@@ -65,7 +65,7 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
             foreach (var layer in layers) {
                 using var layerScope = NewDisposeScope();
                 hidden = (checkpointing
-                    ? DecoderLayerCheckpoint.Forward(this, layer, hidden, positions, keyPadding, modality)
+                    ? DecoderLayerCheckpoint.Forward(this, layer, hidden, layerContext, positions, keyPadding, modality)
                     : layer.forward(hidden, layerContext)).MoveToOuterDisposeScope();
             }
         } catch {
