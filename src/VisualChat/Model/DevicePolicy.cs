@@ -18,12 +18,21 @@ public static class DevicePolicy
         return ScalarType.Float32;
     }
 
-    /// <summary>Parses "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16" (config.json and CLI spellings).</summary>
+    /// <summary>Parses "float32"/"fp32"/"f32", "bfloat16"/"bf16", "float16"/"fp16"/"f16" (config.json and CLI spellings).</summary>
     public static ScalarType ParseDType(string name) => name.ToLowerInvariant() switch {
-        "float32" or "fp32" or "float" => ScalarType.Float32,
+        "float32" or "fp32" or "f32" or "float" => ScalarType.Float32,
         "bfloat16" or "bf16" => ScalarType.BFloat16,
-        "float16" or "fp16" or "half" => ScalarType.Float16,
-        "float64" or "fp64" or "double" => ScalarType.Float64,
+        "float16" or "fp16" or "f16" or "half" => ScalarType.Float16,
+        "float64" or "fp64" or "f64" or "double" => ScalarType.Float64,
         _ => throw new ArgumentException($"Unknown dtype '{name}'; use float32, bfloat16 or float16.", nameof(name))
+    };
+
+    /// <summary>The config.json spelling of a dtype: "float32", "bfloat16", "float16", "float64".</summary>
+    public static string DTypeName(ScalarType dtype) => dtype switch {
+        ScalarType.Float32 => "float32",
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float16 => "float16",
+        ScalarType.Float64 => "float64",
+        _ => throw new ArgumentException($"dtype {dtype} is not a floating-point weight type; use Float32, BFloat16 or Float16.", nameof(dtype))
     };
 }

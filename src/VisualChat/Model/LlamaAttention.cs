@@ -16,16 +16,16 @@ public sealed class LlamaAttention : nn.Module<Tensor, DecoderLayerContext, Tens
     public readonly Linear v_proj;
     public readonly Linear o_proj;
 
-    public LlamaAttention(LlamaConfig config, int layerIndex) : base(nameof(LlamaAttention))
+    public LlamaAttention(LlamaConfig config, int layerIndex, bool initialize = true) : base(nameof(LlamaAttention))
     {
         this.layerIndex = layerIndex;
         numHeads = config.NumAttentionHeads;
         numKeyValueHeads = config.KeyValueHeads;
         headDim = config.HeadDim;
-        q_proj = nn.Linear(config.HiddenSize, numHeads * headDim, hasBias: config.AttentionBias);
-        k_proj = nn.Linear(config.HiddenSize, numKeyValueHeads * headDim, hasBias: config.AttentionBias);
-        v_proj = nn.Linear(config.HiddenSize, numKeyValueHeads * headDim, hasBias: config.AttentionBias);
-        o_proj = nn.Linear(numHeads * headDim, config.HiddenSize, hasBias: config.AttentionBias);
+        q_proj = LlamaLinear.Create(config.HiddenSize, numHeads * headDim, config.AttentionBias, initialize);
+        k_proj = LlamaLinear.Create(config.HiddenSize, numKeyValueHeads * headDim, config.AttentionBias, initialize);
+        v_proj = LlamaLinear.Create(config.HiddenSize, numKeyValueHeads * headDim, config.AttentionBias, initialize);
+        o_proj = LlamaLinear.Create(numHeads * headDim, config.HiddenSize, config.AttentionBias, initialize);
         RegisterComponents();
     }
 

@@ -128,6 +128,31 @@ public sealed class LlamaConfig
         return embed + NumHiddenLayers * layer + h + head;
     }
 
+    /// <summary>
+    /// Every tensor of the HF state dict (name, shape) in state_dict order, computed from the config alone — what a
+    /// streaming writer needs to lay out a checkpoint without building the model. Sums to <see cref="ParameterCount"/>.
+    /// </summary>
+    public IEnumerable<(string Name, long[] Shape)> ParameterShapes()
+    {
+        long h = HiddenSize, qDim = (long)NumAttentionHeads * HeadDim, kvDim = (long)KeyValueHeads * HeadDim, inter = IntermediateSize;
+        yield return ("model.embed_tokens.weight", [VocabSize, h]);
+        for (int i = 0; i < NumHiddenLayers; i++) {
+            string p = $"model.layers.{i}.";
+            foreach (var (name, outDim, inDim) in new[] { ("q_proj", qDim, h), ("k_proj", kvDim, h), ("v_proj", kvDim, h), ("o_proj", h, qDim) }) {
+                yield return ($"{p}self_attn.{name}.weight", [outDim, inDim]);
+                if (AttentionBias) yield return ($"{p}self_attn.{name}.bias", [outDim]);
+            }
+            foreach (var (name, outDim, inDim) in new[] { ("gate_proj", inter, h), ("up_proj", inter, h), ("down_proj", h, inter) }) {
+                yield return ($"{p}mlp.{name}.weight", [outDim, inDim]);
+                if (MlpBias) yield return ($"{p}mlp.{name}.bias", [outDim]);
+            }
+            yield return ($"{p}input_layernorm.weight", [h]);
+            yield return ($"{p}post_attention_layernorm.weight", [h]);
+        }
+        yield return ("model.norm.weight", [h]);
+        if (!TieWordEmbeddings) yield return ("lm_head.weight", [VocabSize, h]);
+    }
+
     /// <summary>Bytes the weights take when stored as <paramref name="dtype"/> ("float32", "bfloat16", "float16", ...).</summary>
     public long ParameterBytes(string? dtype = null) => ParameterCount() * BytesPerElement(dtype ?? StorageDtype);
 

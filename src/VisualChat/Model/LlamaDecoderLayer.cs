@@ -11,10 +11,10 @@ public sealed class LlamaDecoderLayer : nn.Module<Tensor, DecoderLayerContext, T
     public readonly LlamaRMSNorm input_layernorm;
     public readonly LlamaRMSNorm post_attention_layernorm;
 
-    public LlamaDecoderLayer(LlamaConfig config, int layerIndex) : base(nameof(LlamaDecoderLayer))
+    public LlamaDecoderLayer(LlamaConfig config, int layerIndex, bool initialize = true) : base(nameof(LlamaDecoderLayer))
     {
-        self_attn = new LlamaAttention(config, layerIndex);
-        mlp = new LlamaMLP(config);
+        self_attn = new LlamaAttention(config, layerIndex, initialize);
+        mlp = new LlamaMLP(config, initialize);
         input_layernorm = new LlamaRMSNorm(config.HiddenSize, config.RmsNormEps);
         post_attention_layernorm = new LlamaRMSNorm(config.HiddenSize, config.RmsNormEps);
         RegisterComponents();

@@ -1,6 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using VisualChat.Attention;
+using VisualChat.Weights;
 using static TorchSharp.torch;
 
 namespace VisualChat.Model;
@@ -18,13 +19,78 @@ public sealed class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLMOutput>,
 
     /// <summary>Random init as HF's _init_weights: N(0, initializer_range) for Linear and Embedding (zero biases, zero
     /// padding row), ones for norms. <paramref name="seed"/> makes the weights reproducible.</summary>
-    public LlamaForCausalLM(LlamaConfig config, long? seed = null) : base(nameof(LlamaForCausalLM))
+    public LlamaForCausalLM(LlamaConfig config, long? seed = null) : this(config, seed, initialize: true) { }
+
+    /// <param name="initialize">False skips every random init (the weights are uninitialised memory) because they are
+    /// about to be loaded; only <see cref="FromPretrained"/>-style callers should pass it.</param>
+    public LlamaForCausalLM(LlamaConfig config, long? seed, bool initialize) : base(nameof(LlamaForCausalLM))
     {
         Config = config;
-        model = new LlamaModel(config);
-        if (!config.TieWordEmbeddings) lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+        model = new LlamaModel(config, initialize);
+        if (!config.TieWordEmbeddings) lm_head = LlamaLinear.Create(config.HiddenSize, config.VocabSize, hasBias: false, initialize);
         RegisterComponents();
-        InitializeWeights(seed);
+        if (initialize) InitializeWeights(seed);
+    }
+
+    /// <summary>See <see cref="LlamaModel.GradientCheckpointing"/>.</summary>
+    public bool GradientCheckpointing { get => model.GradientCheckpointing; set => model.GradientCheckpointing = value; }
+
+    /// <summary>
+    /// Loads a HF LLaMA folder: config.json plus model.safetensors, a sharded safetensors index, or pytorch_model.bin.
+    /// The compute dtype is <paramref name="dtype"/> (default: the config's torch_dtype) as <see cref="DevicePolicy"/>
+    /// allows on <paramref name="device"/> — fp32 on CPU. Tensors are converted one by one while loading, so a bf16
+    /// checkpoint never exists twice in memory. Loading is strict: a missing, unexpected or wrongly shaped tensor throws
+    /// naming it; only a tied model ignores an <c>lm_head.weight</c> that some exporters still write.
+    /// </summary>
+    public static LlamaForCausalLM FromPretrained(string folder, Device? device = null, ScalarType? dtype = null)
+    {
+        if (!Directory.Exists(folder))
+            throw new DirectoryNotFoundException($"Model folder '{folder}' does not exist; pass a folder holding config.json and the weights.");
+        var config = LlamaConfig.Load(Path.Combine(folder, "config.json"));
+        device ??= CPU;
+        var compute = DevicePolicy.ComputeDType(device, dtype ?? DevicePolicy.ParseDType(config.StorageDtype));
+        using var source = TensorFiles.Open(folder);
+        var model = new LlamaForCausalLM(config, seed: null, initialize: false);
+        try {
+            if (compute != ScalarType.Float32) model.to(compute);
+            if (device.type != DeviceType.CPU) model.to(device);
+            var options = new LoadOptions {
+                IgnoreUnexpected = config.TieWordEmbeddings ? new HashSet<string> { "lm_head.weight" } : null,
+            };
+            StateDict.Load(model, source, options);
+        } catch {
+            model.Dispose();
+            throw;
+        }
+        model.eval();
+        return model;
+    }
+
+    /// <summary>
+    /// Writes config.json (torch_dtype = the saved dtype) and model.safetensors, or shards of at most
+    /// <paramref name="maxShardBytes"/> with model.safetensors.index.json. Earlier weight files in the folder are removed
+    /// so the loader cannot pick a stale one. The tokenizer is saved separately (<c>SentencePieceTokenizer.Save</c>).
+    /// </summary>
+    public void SavePretrained(string folder, ScalarType? dtype = null, long maxShardBytes = DefaultMaxShardBytes)
+    {
+        var stored = dtype ?? OutputEmbeddingWeight.dtype;
+        Directory.CreateDirectory(folder);
+        RemoveWeightFiles(folder);
+        var config = Config.Clone();
+        config.TorchDtype = DevicePolicy.DTypeName(stored);
+        config.Dtype = null;
+        config.Save(Path.Combine(folder, "config.json"));
+        StateDict.Save(this, folder, stored, maxShardBytes);
+    }
+
+    /// <summary>5 GB, transformers' default shard size.</summary>
+    public const long DefaultMaxShardBytes = 5_000_000_000;
+
+    /// <summary>Deletes model.safetensors, its shards and index, and pytorch_model*.bin files from <paramref name="folder"/>.</summary>
+    public static void RemoveWeightFiles(string folder)
+    {
+        foreach (var pattern in new[] { "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json" })
+            foreach (var file in Directory.GetFiles(folder, pattern)) File.Delete(file);
     }
 
     public IAttentionKernel AttentionKernel { get => model.AttentionKernel; set => model.AttentionKernel = value; }

@@ -11,11 +11,11 @@ public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
     public readonly Linear up_proj;
     public readonly Linear down_proj;
 
-    public LlamaMLP(LlamaConfig config) : base(nameof(LlamaMLP))
+    public LlamaMLP(LlamaConfig config, bool initialize = true) : base(nameof(LlamaMLP))
     {
-        gate_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias);
-        up_proj = nn.Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias);
-        down_proj = nn.Linear(config.IntermediateSize, config.HiddenSize, hasBias: config.MlpBias);
+        gate_proj = LlamaLinear.Create(config.HiddenSize, config.IntermediateSize, config.MlpBias, initialize);
+        up_proj = LlamaLinear.Create(config.HiddenSize, config.IntermediateSize, config.MlpBias, initialize);
+        down_proj = LlamaLinear.Create(config.IntermediateSize, config.HiddenSize, config.MlpBias, initialize);
         RegisterComponents();
     }
 

@@ -16,13 +16,19 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
     public LlamaConfig Config { get; }
     /// <summary>The attention mode; swap it for multi-modal kernels.</summary>
     public IAttentionKernel AttentionKernel { get; set; } = CausalAttentionKernel.Instance;
+    /// <summary>
+    /// Recompute each decoder layer during backward instead of keeping its activations (only the layer inputs are kept).
+    /// Applies in training mode with gradients enabled and no KV cache; inference is unaffected.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
 
-    public LlamaModel(LlamaConfig config) : base(nameof(LlamaModel))
+    /// <param name="initialize">False skips the linear layers' default init (weights are loaded next).</param>
+    public LlamaModel(LlamaConfig config, bool initialize = true) : base(nameof(LlamaModel))
     {
         config.Validate();
         Config = config;
         embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize, padding_idx: config.PadTokenId);
-        layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i)).ToArray());
+        layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i, initialize)).ToArray());
         norm = new LlamaRMSNorm(config.HiddenSize, config.RmsNormEps);
         rotary_emb = new LlamaRotaryEmbedding(config);
         RegisterComponents();
@@ -53,16 +59,14 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
         }
 
         var positions = input.PositionIds ?? DefaultPositions(keyPadding, batch, past, length, hidden.device);
-        var attention = new AttentionContext {
-            QueryPositions = positions, KeyPaddingMask = keyPadding, PastLength = past, QueryLength = length, TokenModality = modality,
-        };
-        AttentionKernel.Prepare(attention);
-        var (cos, sin) = rotary_emb.forward(hidden, positions);
-        var layerContext = new DecoderLayerContext(cos, sin, attention, AttentionKernel, cache);
+        var layerContext = LayerContext(hidden, positions, keyPadding, modality, past, cache);
+        bool checkpointing = GradientCheckpointing && training && cache is null && is_grad_enabled();
         try {
             foreach (var layer in layers) {
                 using var layerScope = NewDisposeScope();
-                hidden = layer.forward(hidden, layerContext).MoveToOuterDisposeScope();
+                hidden = (checkpointing
+                    ? DecoderLayerCheckpoint.Forward(this, layer, hidden, layerContext, positions, keyPadding, modality)
+                    : layer.forward(hidden, layerContext)).MoveToOuterDisposeScope();
             }
         } catch {
             // A half-written step must not leave the cache claiming positions it never received in every layer.
@@ -71,6 +75,17 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
         }
         cache?.EndStep();
         return new DecoderOutput(norm.forward(hidden).MoveToOuterDisposeScope(), cache);
+    }
+
+    /// <summary>What every layer needs for one forward: rotary cos/sin for <paramref name="positions"/> and the kernel's prepared mask.</summary>
+    internal DecoderLayerContext LayerContext(Tensor hidden, Tensor positions, Tensor? keyPadding, Tensor? modality, long past, KVCache? cache)
+    {
+        var attention = new AttentionContext {
+            QueryPositions = positions, KeyPaddingMask = keyPadding, PastLength = past, QueryLength = hidden.shape[1], TokenModality = modality,
+        };
+        AttentionKernel.Prepare(attention);
+        var (cos, sin) = rotary_emb.forward(hidden, positions);
+        return new DecoderLayerContext(cos, sin, attention, AttentionKernel, cache);
     }
 
     static Tensor? NewTokenPadding(Tensor? attentionMask, long batch, long past, long length)

@@ -1,0 +1,59 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace VisualChat.Model;
+
+/// <summary>
+/// Gradient checkpointing of one decoder layer (TorchSharp has no torch.utils.checkpoint): the forward runs without
+/// recording a graph and keeps only the layer input and the small per-forward tensors (positions, padding, modality);
+/// the backward recomputes the layer with gradients on, backpropagates the incoming gradient through it — which
+/// accumulates the layer's parameter gradients — and returns the input gradient. LLaMA has no dropout, so the
+/// recomputation is exact.
+/// </summary>
+public sealed class DecoderLayerCheckpoint : autograd.MultiTensorFunction<DecoderLayerCheckpoint>
+{
+    public override string Name => nameof(DecoderLayerCheckpoint);
+
+    /// <summary>The layer's output for <paramref name="hidden"/>, with a graph node that recomputes the layer in backward.</summary>
+    /// <param name="context">This forward's shared layer context; the backward rebuilds one from the saved tensors.</param>
+    public static Tensor Forward(LlamaModel model, LlamaDecoderLayer layer, Tensor hidden, DecoderLayerContext context, Tensor positions, Tensor? keyPadding, Tensor? modality)
+    {
+        // With frozen embeddings the first layer's input needs no gradient, and a node whose inputs need none is never
+        // run in backward; a throwaway leaf that requires grad keeps the layer's parameters in the graph.
+        Tensor? anchor = hidden.requires_grad ? null : ones(1, requires_grad: true);
+        return apply(hidden, anchor!, new Saved(model, layer, context, positions, keyPadding, modality))[0];
+    }
+
+    sealed record Saved(LlamaModel Model, LlamaDecoderLayer Layer, DecoderLayerContext Context, Tensor Positions, Tensor? KeyPadding, Tensor? Modality);
+
+    public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var hidden = (Tensor)vars[0];
+        var saved = (Saved)vars[2];
+        ctx.save_for_backward([hidden, saved.Positions, saved.KeyPadding!, saved.Modality!]);
+        ctx.save_data("layer", saved.Layer);
+        ctx.save_data("model", saved.Model);
+        using var scope = NewDisposeScope();
+        return [saved.Layer.forward(hidden, saved.Context).DetachFromDisposeScope()];
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grad_outputs)
+    {
+        var tensors = ctx.get_saved_variables();
+        var layer = (LlamaDecoderLayer)ctx.get_data("layer");
+        var model = (LlamaModel)ctx.get_data("model");
+        Tensor? Optional(Tensor t) => t is null || t.IsInvalid ? null : t;
+        Tensor inputGrad;
+        using (var scope = NewDisposeScope())
+        using (enable_grad()) {
+            var input = tensors[0].detach().requires_grad_(true);
+            var context = model.LayerContext(input, tensors[1], Optional(tensors[2]), Optional(tensors[3]), past: 0, cache: null);
+            var output = layer.forward(input, context);
+            output.backward([grad_outputs[0]]);
+            inputGrad = input.grad!.DetachFromDisposeScope();
+        }
+        foreach (var t in tensors) t?.Dispose();
+        // One gradient per forward argument: the input, the anchor (none), the saved record (not a tensor).
+        return [inputGrad, null!, null!];
+    }
+}
