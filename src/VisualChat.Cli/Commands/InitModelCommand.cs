@@ -16,9 +16,10 @@ public static class InitModelCommand
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer file or folder to copy in (presets with the 32000-id LLaMA vocabulary)." };
         var describe = new Option<bool>("--describe") { Description = "Print shapes, parameter count and bytes; write nothing." };
         var list = new Option<bool>("--list") { Description = "List the presets." };
+        var kind = new Option<string?>("--kind") { Description = "lm, vision or visualchat: which preset of a shared name (tiny) to use; default lm, then visualchat, then vision." };
         var command = new Command("init-model", "Write a randomly initialised model folder (config.json, safetensors, tokenizer) from a named preset")
         {
-            preset, output, dtype, seed, tokenizer, describe, list,
+            preset, kind, output, dtype, seed, tokenizer, describe, list,
         };
         command.SetAction(parse =>
         {
@@ -29,7 +30,7 @@ public static class InitModelCommand
                 foreach (var p in ModelPresetCatalog.All)
                 {
                     var d = p.Describe();
-                    stdout.WriteLine($"{p.Name,-16} {p.Kind,-16} {d.ParameterCount / 1e6,10:F1}M params  {p.Summary}");
+                    stdout.WriteLine($"{p.Name,-28} {ModelPresetCatalog.KindName(p.Kind),-10} {d.ParameterCount / 1e6,12:F1}M params  {p.Summary}");
                 }
                 return 0;
             }
@@ -41,7 +42,8 @@ public static class InitModelCommand
             }
             try
             {
-                var chosen = ModelPresetCatalog.Get(name);
+                string? kindName = parse.GetValue(kind);
+                var chosen = ModelPresetCatalog.Get(name, kindName is null ? null : ModelPresetCatalog.ParseKind(kindName));
                 if (parse.GetValue(describe))
                 {
                     stdout.WriteLine(chosen.Describe().Format());

@@ -78,15 +78,19 @@ public sealed partial class VisualChatModel
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath} is missing; a VisualChat model folder starts with {VisualChatConfig.FileName}.", configPath);
         var config = VisualChatConfig.Load(configPath);
         string lmFolder = Path.Combine(folder, LmFolder), visionFolder = Path.Combine(folder, VisionFolder);
-        string visionConfigPath = RequireFile(Path.Combine(visionFolder, "config.json"));
-        if (config.VisionEncoder == "qwen") config.QwenVision = QwenVisionConfig.Load(visionConfigPath);
-        else config.ClipVision = ClipVisionConfig.Load(visionConfigPath);
-
-        var lmConfig = LlamaConfig.Load(RequireFile(Path.Combine(lmFolder, "config.json")));
-        var lm = new LlamaForCausalLM(lmConfig);
-        LoadStrict(lm, Path.Combine(lmFolder, "model.safetensors"));
-        var model = new VisualChatModel(config, lm, CreateEncoder(config));
-        LoadStrict(model.vision, Path.Combine(visionFolder, "model.safetensors"));
+        RequireFile(Path.Combine(lmFolder, "config.json"));
+        RequireFile(Path.Combine(visionFolder, "config.json"));
+        // The LM and the encoder load as the standalone HF folders they are: no random init, strict, fp32 on CPU.
+        var lm = LlamaForCausalLM.FromPretrained(lmFolder);
+        var vision = VisionEncoderFolder.Load(visionFolder, clipFeatureSelect: config.VisionFeatureSelect, clipDropClsToken: config.DropClsToken);
+        switch (vision.Encoder)
+        {
+            case QwenVisionTransformer qwen when config.VisionEncoder == "qwen": config.QwenVision = qwen.Config; break;
+            case ClipVisionModel clip when config.VisionEncoder != "qwen": config.ClipVision = clip.Config; break;
+            default:
+                throw new InvalidDataException($"{configPath} says vision_encoder \"{config.VisionEncoder}\" but {visionFolder} holds a {vision.Encoder.GetType().Name}.");
+        }
+        var model = new VisualChatModel(config, lm, vision.Encoder) { ImageProcessor = vision.Processor };
         LoadStrict(model.projection, Path.Combine(folder, ProjectionFile));
         if (model.cross_attn is not null) LoadStrict(model.cross_attn, Path.Combine(folder, CrossAttentionFile));
         using (var source = TensorFiles.Open(RequireFile(Path.Combine(folder, EmbeddingsFile)))) {
@@ -100,8 +104,6 @@ public sealed partial class VisualChatModel
             using var values = source.Read(EmbeddingKey, target.dtype);
             target.copy_(values);
         }
-        string processorPath = Path.Combine(visionFolder, PreprocessorFile);
-        if (File.Exists(processorPath)) model.ImageProcessor = ImageProcessorConfig.FromFile(processorPath);
         if (File.Exists(Path.Combine(lmFolder, TokenizerFactory.ModelFileName)) || File.Exists(Path.Combine(lmFolder, TokenizerFactory.JsonFileName))) {
             model.Tokenizer = TokenizerFactory.FromFolder(lmFolder);
             if (model.Tokenizer.TokenToId(config.ImageToken) is not { } id || id != config.ImageTokenId)
