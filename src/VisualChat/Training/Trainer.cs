@@ -42,6 +42,7 @@ public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
     readonly ScalarType _storageDtype;
     readonly MetricsLog _metrics;
     readonly List<string> _checkpoints = [];
+    readonly string? _precisionWarning;
 
     long _step;
     int _epoch;
@@ -80,8 +81,7 @@ public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
         Directory.CreateDirectory(RunDir);
 
         var device = torch.device(config.Device);
-        _storageDtype = ResolvePrecision(config.Precision, device, out var warning);
-        if (warning is not null) Log?.Invoke(warning);
+        _storageDtype = ResolvePrecision(config.Precision, device, out _precisionWarning);
         _scaler = new LossScaler(_storageDtype == ScalarType.Float16, config.InitialLossScale, config.LossScaleWindow);
 
         var module = model.Module;
@@ -138,6 +138,7 @@ public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
     public TrainingSummary Run(CancellationToken cancellationToken = default)
     {
         var wall = Stopwatch.StartNew();
+        if (_precisionWarning is not null) Log?.Invoke(_precisionWarning);
         ResumeIfAsked();
         bool interrupted = false;
         if (_step == 0 && _batchInEpoch == 0 && _epoch == 0 && _data.HasEval) RecordEval(Evaluate(cancellationToken));
