@@ -10,5 +10,6 @@ public static class CommandCatalog
         yield return TokenizeCommand.Create();
         yield return DataInspectCommand.Create();
         yield return BenchCommand.Create();
+        yield return TrainCommand.Create();
     }
 }

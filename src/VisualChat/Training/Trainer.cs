@@ -219,7 +219,7 @@ public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
         }
 
         if (interrupted) SaveCheckpoint("latest");
-        else SaveCheckpoint("final");
+        else if (_config.SaveFinal) SaveCheckpoint("final");
         return new TrainingSummary(_step, _epoch, wall.Elapsed, _bestEvalLoss, _lastEvalLoss, _lastLoss, _scaler.SkippedSteps, _skippedBatches,
             interrupted, _checkpoints.Distinct().ToList(), RunDir);
     }

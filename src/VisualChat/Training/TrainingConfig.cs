@@ -64,6 +64,8 @@ public sealed class TrainingConfig
     [JsonPropertyName("eval_every_steps")] public int EvalEverySteps { get; set; }
     [JsonPropertyName("save_every_epochs")] public int SaveEveryEpochs { get; set; } = 1;
     [JsonPropertyName("save_every_steps")] public int SaveEverySteps { get; set; }
+    /// <summary>Write final/ at the end (benchmarks turn it off).</summary>
+    [JsonPropertyName("save_final")] public bool SaveFinal { get; set; } = true;
     [JsonPropertyName("log_every_steps")] public int LogEverySteps { get; set; } = 10;
     /// <summary>stop | skip: what a NaN/Inf loss does.</summary>
     [JsonPropertyName("on_nan")] public string OnNan { get; set; } = "stop";
