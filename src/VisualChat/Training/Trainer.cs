@@ -141,7 +141,7 @@ public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
         if (_precisionWarning is not null) Log?.Invoke(_precisionWarning);
         ResumeIfAsked();
         bool interrupted = false;
-        if (_step == 0 && _batchInEpoch == 0 && _epoch == 0 && _data.HasEval) RecordEval(Evaluate(cancellationToken));
+        if (_step == 0 && _batchInEpoch == 0 && _epoch == 0 && _data.HasEval) RecordEval(Evaluate());
 
         int accumulation = _config.GradientAccumulationSteps;
         var throughputClock = Stopwatch.StartNew();
@@ -156,7 +156,8 @@ public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
             double lossSum = 0;
             long tokens = 0, images = 0;
             _model.Module.train();
-            foreach (var batch in _data.TrainBatches(_epoch, _batchInEpoch, cancellationToken))
+            // Cancellation is honoured only at optimizer-step boundaries (below), so that a resumable checkpoint can follow.
+            foreach (var batch in _data.TrainBatches(_epoch, _batchInEpoch, CancellationToken.None))
             {
                 using (batch)
                 {
@@ -201,7 +202,7 @@ public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
                 Progress?.Invoke(metrics);
                 micro = 0; lossSum = 0; tokens = 0; images = 0;
 
-                if (_config.EvalEverySteps > 0 && _step % _config.EvalEverySteps == 0 && _data.HasEval) RecordEval(Evaluate(cancellationToken));
+                if (_config.EvalEverySteps > 0 && _step % _config.EvalEverySteps == 0 && _data.HasEval) RecordEval(Evaluate());
                 if (_config.SaveEverySteps > 0 && _step % _config.SaveEverySteps == 0) SaveCheckpoint("latest");
                 if (_step >= TotalSteps) { done = true; break; }
                 if (cancellationToken.IsCancellationRequested) { interrupted = true; break; }
@@ -211,7 +212,7 @@ public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
             _epoch++;
             _batchInEpoch = 0;
             double? evalLoss = null;
-            if (_data.HasEval) { evalLoss = Evaluate(cancellationToken); RecordEval(evalLoss.Value); }
+            if (_data.HasEval) { evalLoss = Evaluate(); RecordEval(evalLoss.Value); }
             bool improved = evalLoss is { } l && double.IsFinite(l) && (_bestEvalLoss is null || l < _bestEvalLoss) ;
             if (improved) _bestEvalLoss = evalLoss;
             if (_config.SaveEveryEpochs > 0 && _epoch % _config.SaveEveryEpochs == 0) SaveCheckpoint($"epoch-{_epoch}");
