@@ -1,4 +1,7 @@
 using System.CommandLine;
+using System.Globalization;
+using Spectre.Console;
+using Spectre.Console.Rendering;
 using VisualChat.Benchmarks;
 using VisualChat.Training;
 
@@ -6,7 +9,7 @@ namespace VisualChat.Cli.Commands;
 
 /// <summary>
 /// <c>vchat train --config FILE [--set key=value]... [--resume auto|DIR]</c>: validates the config before loading
-/// anything, builds the run through <see cref="TrainingRunFactory"/>, trains with a live status line on a terminal
+/// anything, builds the run through <see cref="TrainingRunFactory"/>, trains with a live Spectre.Console table on a terminal
 /// (plain log lines every log_every_steps otherwise). Ctrl-C writes a resumable <c>latest/</c> checkpoint and exits 130.
 /// </summary>
 public static class TrainCommand
@@ -50,12 +53,17 @@ public static class TrainCommand
             try
             {
                 using var run = TrainingRunFactory.Create(config, message => output.WriteLine(message));
-                var display = new ProgressDisplay(output, !Console.IsOutputRedirected, config.LogEverySteps);
-                run.Trainer.Progress = display.Show;
-                run.Trainer.Log = display.Message;
                 output.WriteLine($"run dir {run.Trainer.RunDir}: {run.Trainer.TrainableNames.Count} trainable tensors, {run.Trainer.TotalSteps} steps, precision {run.Trainer.StorageDtype}");
-                var summary = run.Run(cancel.Token);
-                display.Finish();
+                TrainingSummary summary;
+                if (!Console.IsOutputRedirected && ReferenceEquals(output, Console.Out) && AnsiConsole.Profile.Capabilities.Interactive)
+                    summary = LiveDisplay.Run(run, cancel.Token);
+                else
+                {
+                    var display = new PlainDisplay(output, config.LogEverySteps);
+                    run.Trainer.Progress = display.Show;
+                    run.Trainer.Log = output.WriteLine;
+                    summary = run.Run(cancel.Token);
+                }
                 output.WriteLine(summary.ToString());
                 return summary.Interrupted ? 130 : 0;
             }
@@ -82,32 +90,61 @@ public static class TrainCommand
         return command;
     }
 
-    /// <summary>A status line rewritten in place on a terminal; plain lines every N steps when redirected.</summary>
-    sealed class ProgressDisplay(TextWriter output, bool live, int everySteps)
+    /// <summary>Plain log lines every N steps (and every evaluation) for redirected output.</summary>
+    sealed class PlainDisplay(TextWriter output, int everySteps)
     {
-        int _lastLength;
-
         public void Show(StepMetrics metrics)
         {
-            if (metrics.Kind == "eval") { Message(metrics.ToLogLine()); return; }
-            if (live)
+            if (metrics.Kind == "eval" || metrics.Step % everySteps == 0 || metrics.Step == metrics.TotalSteps) output.WriteLine(metrics.ToLogLine());
+        }
+    }
+
+    /// <summary>Spectre.Console live table (step, epoch, loss, lr, throughput, ETA, skips) plus the latest messages.</summary>
+    static class LiveDisplay
+    {
+        public static TrainingSummary Run(TrainingRun run, CancellationToken cancellationToken)
+        {
+            var messages = new Queue<string>();
+            StepMetrics? last = null;
+            double? evalLoss = null;
+            IRenderable Render()
             {
-                var line = metrics.ToLogLine();
-                output.Write("\r" + line.PadRight(_lastLength));
-                _lastLength = line.Length;
+                var table = new Table().Border(TableBorder.Rounded).HideHeaders().AddColumn("key").AddColumn("value");
+                void Row(string key, string value) => table.AddRow(Markup.Escape(key), Markup.Escape(value));
+                var ci = CultureInfo.InvariantCulture;
+                Row("step", last is null ? "starting" : $"{last.Step}/{last.TotalSteps}");
+                Row("epoch", last is null ? "-" : last.Epoch.ToString("F2", ci));
+                Row("loss", last?.Loss?.ToString("F4", ci) ?? "-");
+                Row("eval loss", evalLoss?.ToString("F4", ci) ?? "-");
+                Row("lr", last?.LearningRate?.ToString("E2", ci) ?? "-");
+                Row("grad norm", last?.GradNorm?.ToString("F3", ci) ?? "-");
+                Row("tokens/s", last?.TokensPerSecond?.ToString("F0", ci) ?? "-");
+                Row("images/s", last?.ImagesPerSecond?.ToString("F1", ci) ?? "-");
+                Row("loss scale", last?.LossScale?.ToString("G", ci) ?? "-");
+                Row("skipped steps / batches", last is null ? "0 / 0" : $"{last.Skipped} / {last.SkippedBatches}");
+                Row("ETA", last?.EtaSeconds is { } eta && double.IsFinite(eta) ? TimeSpan.FromSeconds(Math.Round(eta)).ToString() : "-");
+                var recent = new Rows(messages.Select(m => (IRenderable)new Spectre.Console.Text(m)).DefaultIfEmpty(new Spectre.Console.Text("")).ToArray());
+                return new Rows(table, recent);
             }
-            else if (metrics.Step % everySteps == 0 || metrics.Step == metrics.TotalSteps) output.WriteLine(metrics.ToLogLine());
-        }
-
-        public void Message(string text)
-        {
-            if (live && _lastLength > 0) { output.WriteLine(); _lastLength = 0; }
-            output.WriteLine(text);
-        }
-
-        public void Finish()
-        {
-            if (live && _lastLength > 0) output.WriteLine();
+            TrainingSummary? summary = null;
+            AnsiConsole.Live(Render()).AutoClear(false).Start(context =>
+            {
+                void Message(string text)
+                {
+                    messages.Enqueue(text);
+                    while (messages.Count > 6) messages.Dequeue();
+                    context.UpdateTarget(Render());
+                }
+                run.Trainer.Log = Message;
+                run.Trainer.Progress = metrics =>
+                {
+                    if (metrics.Kind == "eval") { evalLoss = metrics.EvalLoss; Message(metrics.ToLogLine()); return; }
+                    last = metrics;
+                    context.UpdateTarget(Render());
+                };
+                summary = run.Run(cancellationToken);
+            });
+            return summary!;
         }
     }
 
