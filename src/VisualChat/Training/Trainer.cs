@@ -156,6 +156,7 @@ public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
             double lossSum = 0;
             long tokens = 0, images = 0;
             _model.Module.train();
+            throughputClock.Restart();
             // Cancellation is honoured only at optimizer-step boundaries (below), so that a resumable checkpoint can follow.
             foreach (var batch in _data.TrainBatches(_epoch, _batchInEpoch, CancellationToken.None))
             {
@@ -197,7 +198,6 @@ public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
                     Epoch = _epoch + _batchInEpoch / (double)Math.Max(1, batchesInEpoch), EtaSeconds = perStep * (TotalSteps - _step),
                 };
                 tokensSinceLog = imagesSinceLog = 0;
-                throughputClock.Restart();
                 _metrics.Append(metrics);
                 Progress?.Invoke(metrics);
                 micro = 0; lossSum = 0; tokens = 0; images = 0;
@@ -206,6 +206,8 @@ public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
                 if (_config.SaveEverySteps > 0 && _step % _config.SaveEverySteps == 0) SaveCheckpoint("latest");
                 if (_step >= TotalSteps) { done = true; break; }
                 if (cancellationToken.IsCancellationRequested) { interrupted = true; break; }
+                // Evaluation and checkpoint time are not training throughput.
+                throughputClock.Restart();
             }
             if (interrupted || (done && _batchInEpoch < batchesInEpoch)) break;
             if (_batchInEpoch < batchesInEpoch) { interrupted = true; break; }
