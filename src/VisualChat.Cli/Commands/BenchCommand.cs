@@ -13,6 +13,7 @@ public static class BenchCommand
         bench.Subcommands.Add(BenchPreprocessCommand.Create());
         bench.Subcommands.Add(BenchVisionCommand.Create());
         bench.Subcommands.Add(Decode());
+        bench.Subcommands.Add(TrainCommand.CreateBench());
         return bench;
     }
 

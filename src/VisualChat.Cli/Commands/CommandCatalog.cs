@@ -12,5 +12,6 @@ public static class CommandCatalog
         yield return BenchCommand.Create();
         yield return InitModelCommand.Create();
         yield return GenerateCommand.Create();
+        yield return TrainCommand.Create();
     }
 }

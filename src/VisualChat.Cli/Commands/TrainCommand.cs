@@ -1,0 +1,178 @@
+using System.CommandLine;
+using System.Globalization;
+using Spectre.Console;
+using Spectre.Console.Rendering;
+using VisualChat.Benchmarks;
+using VisualChat.Training;
+
+namespace VisualChat.Cli.Commands;
+
+/// <summary>
+/// <c>vchat train --config FILE [--set key=value]... [--resume auto|DIR]</c>: validates the config before loading
+/// anything, builds the run through <see cref="TrainingRunFactory"/>, trains with a live Spectre.Console table on a terminal
+/// (plain log lines every log_every_steps otherwise). Ctrl-C writes a resumable <c>latest/</c> checkpoint and exits 130.
+/// </summary>
+public static class TrainCommand
+{
+    public static Command Create()
+    {
+        var configOption = new Option<string>("--config") { Description = "Training config (.json, .yaml or .yml); keys in docs/training.md.", Required = true };
+        var setOption = new Option<string[]>("--set") { Description = "Override a key: --set learning_rate=2e-4 --set model.path=/models/llama (repeatable).", AllowMultipleArgumentsPerToken = false };
+        var resumeOption = new Option<string?>("--resume") { Description = "auto (latest complete checkpoint in output_dir) or a checkpoint folder." };
+        var command = new Command("train", "Train a model from a training config (model.kind llama-lm: LLaMA LM on a JSONL of texts).")
+        {
+            configOption, setOption, resumeOption,
+        };
+        command.SetAction(parse =>
+        {
+            var output = parse.InvocationConfiguration.Output;
+            var error = parse.InvocationConfiguration.Error;
+            var overrides = (parse.GetValue(setOption) ?? []).ToList();
+            if (parse.GetValue(resumeOption) is { } resume) overrides.Add($"resume=\"{resume}\"");
+            TrainingConfig config;
+            try
+            {
+                config = TrainingConfig.Load(parse.GetValue(configOption)!, overrides);
+                TrainingRunFactory.CheckInputs(config);
+            }
+            catch (TrainingConfigException e)
+            {
+                error.WriteLine($"vchat train: {e.Message}");
+                return 2;
+            }
+
+            using var cancel = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCancel = (_, e) =>
+            {
+                if (cancel.IsCancellationRequested) return; // a second Ctrl-C ends the process
+                e.Cancel = true;
+                cancel.Cancel();
+                error.WriteLine("\nvchat train: stopping after the current step and writing a resumable checkpoint (Ctrl-C again to abort)…");
+            };
+            Console.CancelKeyPress += onCancel;
+            try
+            {
+                using var run = TrainingRunFactory.Create(config, message => output.WriteLine(message));
+                output.WriteLine($"run dir {run.Trainer.RunDir}: {run.Trainer.TrainableNames.Count} trainable tensors, {run.Trainer.TotalSteps} steps, precision {run.Trainer.StorageDtype}");
+                TrainingSummary summary;
+                if (!Console.IsOutputRedirected && ReferenceEquals(output, Console.Out) && AnsiConsole.Profile.Capabilities.Interactive)
+                    summary = LiveDisplay.Run(run, cancel.Token);
+                else
+                {
+                    var display = new PlainDisplay(output, config.LogEverySteps);
+                    run.Trainer.Progress = display.Show;
+                    run.Trainer.Log = output.WriteLine;
+                    summary = run.Run(cancel.Token);
+                }
+                output.WriteLine(summary.ToString());
+                return summary.Interrupted ? 130 : 0;
+            }
+            catch (TrainingConfigException e)
+            {
+                error.WriteLine($"vchat train: {e.Message}");
+                return 2;
+            }
+            catch (TrainingDivergedException e)
+            {
+                error.WriteLine($"vchat train: {e.Message}");
+                return 3;
+            }
+            catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+            {
+                error.WriteLine($"vchat train: {e.Message}");
+                return 1;
+            }
+            finally
+            {
+                Console.CancelKeyPress -= onCancel;
+            }
+        });
+        return command;
+    }
+
+    /// <summary>Plain log lines every N steps (and every evaluation) for redirected output.</summary>
+    sealed class PlainDisplay(TextWriter output, int everySteps)
+    {
+        public void Show(StepMetrics metrics)
+        {
+            if (metrics.Kind == "eval" || metrics.Step % everySteps == 0 || metrics.Step == metrics.TotalSteps) output.WriteLine(metrics.ToLogLine());
+        }
+    }
+
+    /// <summary>Spectre.Console live table (step, epoch, loss, lr, throughput, ETA, skips) plus the latest messages.</summary>
+    static class LiveDisplay
+    {
+        public static TrainingSummary Run(TrainingRun run, CancellationToken cancellationToken)
+        {
+            var messages = new Queue<string>();
+            StepMetrics? last = null;
+            double? evalLoss = null;
+            IRenderable Render()
+            {
+                var table = new Table().Border(TableBorder.Rounded).HideHeaders().AddColumn("key").AddColumn("value");
+                void Row(string key, string value) => table.AddRow(Markup.Escape(key), Markup.Escape(value));
+                var ci = CultureInfo.InvariantCulture;
+                Row("step", last is null ? "starting" : $"{last.Step}/{last.TotalSteps}");
+                Row("epoch", last is null ? "-" : last.Epoch.ToString("F2", ci));
+                Row("loss", last?.Loss?.ToString("F4", ci) ?? "-");
+                Row("eval loss", evalLoss?.ToString("F4", ci) ?? "-");
+                Row("lr", last?.LearningRate?.ToString("E2", ci) ?? "-");
+                Row("grad norm", last?.GradNorm?.ToString("F3", ci) ?? "-");
+                Row("tokens/s", last?.TokensPerSecond?.ToString("F0", ci) ?? "-");
+                Row("images/s", last?.ImagesPerSecond?.ToString("F1", ci) ?? "-");
+                Row("loss scale", last?.LossScale?.ToString("G", ci) ?? "-");
+                Row("skipped steps / batches", last is null ? "0 / 0" : $"{last.Skipped} / {last.SkippedBatches}");
+                Row("ETA", last?.EtaSeconds is { } eta && double.IsFinite(eta) ? TimeSpan.FromSeconds(Math.Round(eta)).ToString() : "-");
+                var recent = new Rows(messages.Select(m => (IRenderable)new Spectre.Console.Text(m)).DefaultIfEmpty(new Spectre.Console.Text("")).ToArray());
+                return new Rows(table, recent);
+            }
+            TrainingSummary? summary = null;
+            AnsiConsole.Live(Render()).AutoClear(false).Start(context =>
+            {
+                void Message(string text)
+                {
+                    messages.Enqueue(text);
+                    while (messages.Count > 6) messages.Dequeue();
+                    context.UpdateTarget(Render());
+                }
+                run.Trainer.Log = Message;
+                run.Trainer.Progress = metrics =>
+                {
+                    if (metrics.Kind == "eval") { evalLoss = metrics.EvalLoss; Message(metrics.ToLogLine()); return; }
+                    last = metrics;
+                    context.UpdateTarget(Render());
+                };
+                summary = run.Run(cancellationToken);
+            });
+            return summary!;
+        }
+    }
+
+    /// <summary><c>vchat bench train</c>: tokens/s and MFU (6N and frozen-aware) of LLaMA-LM training vs measured GEMM peak.</summary>
+    public static Command CreateBench()
+    {
+        var preset = new Option<string>("--preset") { Description = "tiny (≈4M matmul params) or 100m (≈110M).", DefaultValueFactory = _ => "tiny" };
+        var batch = new Option<int>("--batch") { Description = "Sequences per step.", DefaultValueFactory = _ => 2 };
+        var length = new Option<int>("--seq-len") { Description = "Tokens per sequence.", DefaultValueFactory = _ => 128 };
+        var steps = new Option<int>("--steps") { Description = "Timed optimizer steps.", DefaultValueFactory = _ => 5 };
+        var warmup = new Option<int>("--warmup") { Description = "Untimed steps first.", DefaultValueFactory = _ => 1 };
+        var modes = new Option<string[]>("--modes") { Description = "all and/or frozen (only token embeddings trainable).", DefaultValueFactory = _ => ["all", "frozen"], AllowMultipleArgumentsPerToken = true };
+        var command = new Command("train", "Training tokens/s and MFU of a LLaMA LM, all-trainable vs frozen, against measured fp32 GEMM FLOP/s.")
+        {
+            preset, batch, length, steps, warmup, modes,
+        };
+        command.SetAction(parse =>
+        {
+            var output = parse.InvocationConfiguration.Output;
+            var config = TrainBenchmark.Preset(parse.GetValue(preset)!);
+            output.WriteLine($"machine: {MachineInfo.Current()}");
+            var (peak, rows) = TrainBenchmark.Run(config, parse.GetValue(batch), parse.GetValue(length), parse.GetValue(steps), parse.GetValue(warmup), parse.GetValue(modes)!);
+            output.WriteLine($"fp32 GEMM 1024³: {peak / 1e9:F1} GFLOP/s (MFU baseline, measured now)");
+            output.WriteLine($"{"mode",-7} {"N",12} {"N_train",12} {"B×L",9} {"s/step",8} {"tok/s",9} {"MFU 6N",8} {"MFU frozen-aware",17}");
+            foreach (var r in rows)
+                output.WriteLine($"{r.Mode,-7} {r.MatmulParameters,12:N0} {r.TrainableMatmulParameters,12:N0} {r.Batch + "×" + r.SequenceLength,9} {r.StepSeconds,8:F3} {r.TokensPerSecond,9:F0} {r.Mfu6N,8:P1} {r.MfuFrozenAware,17:P1}");
+            return 0;
+        });
+        return command;
+    }
+}

@@ -1,0 +1,407 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using TorchSharp.Modules;
+using VisualChat.Data;
+using VisualChat.Weights;
+using static TorchSharp.torch;
+
+namespace VisualChat.Training;
+
+/// <summary>A NaN/Inf loss or gradient with on_nan: stop; names the step and the batch's sample ids.</summary>
+public sealed class TrainingDivergedException(string message) : Exception(message);
+
+/// <summary>How a run ended.</summary>
+public sealed record TrainingSummary(
+    long Steps, int Epochs, TimeSpan WallTime, double? BestEvalLoss, double? FinalEvalLoss, double? LastLoss,
+    long SkippedSteps, long SkippedBatches, bool Interrupted, IReadOnlyList<string> Checkpoints, string RunDir)
+{
+    public override string ToString() =>
+        $"{(Interrupted ? "interrupted" : "finished")} after {Steps} steps ({Epochs} epochs) in {WallTime:hh\\:mm\\:ss}; " +
+        $"last loss {LastLoss:F4}, best eval loss {(BestEvalLoss is { } b ? b.ToString("F4") : "n/a")}, skipped {SkippedSteps} steps / {SkippedBatches} batches; " +
+        $"checkpoints: {(Checkpoints.Count == 0 ? "none" : string.Join(", ", Checkpoints))}";
+}
+
+/// <summary>
+/// Generic training loop: AdamW over the trainable parameters (fp32 master weights), HF LR schedules, gradient
+/// accumulation and clipping, fp16 loss scaling, evaluation, atomic checkpoints and exact resume.
+/// Frozen parameters get requires_grad = false, so backward computes no weight gradient for them and the optimizer
+/// keeps no state for them; gradients still flow through frozen layers to trainable ones before them.
+/// </summary>
+public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
+{
+    readonly ITrainable<TBatch> _model;
+    readonly ITrainingData<TBatch> _data;
+    readonly TrainingConfig _config;
+    readonly JsonObject _manifestExtras;
+    readonly List<(string Name, Parameter Parameter, Tensor Master)> _trainable = [];
+    readonly LrSchedule _schedule;
+    readonly AdamW _optimizer;
+    readonly LossScaler _scaler;
+    readonly ScalarType _storageDtype;
+    readonly MetricsLog _metrics;
+    readonly List<string> _checkpoints = [];
+    readonly string? _precisionWarning;
+
+    long _step;
+    int _epoch;
+    int _batchInEpoch;
+    long _skippedBatches;
+    double? _bestEvalLoss;
+    double? _lastEvalLoss;
+    double? _lastLoss;
+
+    public TrainingConfig Config => _config;
+    public string RunDir { get; }
+    public int TotalSteps { get; }
+    public long GlobalStep => _step;
+    public LossScaler Scaler => _scaler;
+    public ScalarType StorageDtype => _storageDtype;
+    public IReadOnlyList<string> TrainableNames => _trainable.Select(t => t.Name).ToList();
+    public IReadOnlyList<AdamWGroup> ParameterGroups => _optimizer.Groups;
+    public MetricsLog Metrics => _metrics;
+
+    /// <summary>Called after each optimizer step (or skipped step) and each evaluation.</summary>
+    public Action<StepMetrics>? Progress { get; set; }
+    /// <summary>Messages: resume, checkpoints, warnings.</summary>
+    public Action<string>? Log { get; set; }
+    /// <summary>Diagnostic hook run after backward, before unscaling and the overflow check (tests inject overflow here).</summary>
+    public Action<long, IReadOnlyList<(string Name, Parameter Parameter)>>? AfterBackward { get; set; }
+
+    /// <param name="manifestExtras">Added to every checkpoint.json: base model folder, configs, tokenizer, data config.</param>
+    public Trainer(ITrainable<TBatch> model, ITrainingData<TBatch> data, TrainingConfig config, JsonObject? manifestExtras = null)
+    {
+        config.Validate();
+        _model = model;
+        _data = data;
+        _config = config;
+        _manifestExtras = manifestExtras ?? new JsonObject();
+        RunDir = Path.GetFullPath(config.OutputDir);
+        Directory.CreateDirectory(RunDir);
+
+        var device = torch.device(config.Device);
+        _storageDtype = ResolvePrecision(config.Precision, device, out _precisionWarning);
+        _scaler = new LossScaler(_storageDtype == ScalarType.Float16, config.InitialLossScale, config.LossScaleWindow);
+
+        var module = model.Module;
+        if (_storageDtype != ScalarType.Float32) module.to(_storageDtype);
+        foreach (var (name, parameter) in module.named_parameters())
+        {
+            bool trainable = ParameterSelection.IsTrainable(name, config, model.IsDeclaredTrainable);
+            parameter.requires_grad = trainable;
+            if (!trainable) continue;
+            var master = _storageDtype == ScalarType.Float32 ? parameter : parameter.detach().to(ScalarType.Float32).clone().DetachFromDisposeScope();
+            _trainable.Add((name, parameter, master));
+        }
+        if (_trainable.Count == 0)
+            throw new TrainingConfigException("No parameter is trainable: the model declares none and 'unfreeze'/'lora_dim' select none.");
+
+        var groups = new List<AdamWGroup>();
+        foreach (var pretrained in new[] { false, true })
+            foreach (var noDecay in new[] { false, true })
+            {
+                var members = _trainable.Where(t => model.IsPretrained(t.Name) == pretrained)
+                    .Where(t => ParameterSelection.IsNoDecay(t.Name, t.Parameter) == noDecay).Select(t => (t.Name, t.Master)).ToList();
+                if (members.Count == 0) continue;
+                double lr = pretrained ? config.PretrainedLearningRate ?? config.LearningRate : config.LearningRate;
+                groups.Add(new AdamWGroup((pretrained ? "pretrained_" : "") + (noDecay ? "no_decay" : "decay"), members, lr, noDecay ? 0.0 : config.WeightDecay));
+            }
+        _optimizer = new AdamW(groups, config.AdamBeta1, config.AdamBeta2, config.AdamEpsilon);
+
+        int total = 0;
+        for (int e = 0; e < config.NumTrainEpochs; e++) total += StepsPerEpoch(e);
+        if (config.MaxSteps > 0) total = Math.Min(total, config.MaxSteps);
+        TotalSteps = Math.Max(1, total);
+        _schedule = new LrSchedule(config.LrSchedulerType, config.WarmupSteps(TotalSteps), TotalSteps);
+        _metrics = new MetricsLog(Path.Combine(RunDir, "metrics.jsonl"));
+    }
+
+    int StepsPerEpoch(int epoch) => (_data.BatchesPerEpoch(epoch) + _config.GradientAccumulationSteps - 1) / _config.GradientAccumulationSteps;
+
+    /// <summary>fp32, or the half type frozen weights are stored in; <c>auto</c> is fp32 on CPU (half matmuls are slow there).</summary>
+    public static ScalarType ResolvePrecision(string precision, Device device, out string? warning)
+    {
+        warning = null;
+        bool cpu = device.type == DeviceType.CPU;
+        var dtype = precision switch {
+            "fp32" => ScalarType.Float32,
+            "bf16" => ScalarType.BFloat16,
+            "fp16" => ScalarType.Float16,
+            _ => cpu ? ScalarType.Float32 : ScalarType.BFloat16,
+        };
+        if (cpu && dtype != ScalarType.Float32)
+            warning = $"precision {precision} on CPU: half-precision matmuls are far slower than fp32 here; use precision: fp32 unless you need to test it.";
+        return dtype;
+    }
+
+    public TrainingSummary Run(CancellationToken cancellationToken = default)
+    {
+        var wall = Stopwatch.StartNew();
+        if (_precisionWarning is not null) Log?.Invoke(_precisionWarning);
+        ResumeIfAsked();
+        bool interrupted = false;
+        if (_step == 0 && _batchInEpoch == 0 && _epoch == 0 && _data.HasEval) RecordEval(Evaluate());
+
+        int accumulation = _config.GradientAccumulationSteps;
+        var throughputClock = Stopwatch.StartNew();
+        long tokensSinceLog = 0, imagesSinceLog = 0;
+        var stepClock = Stopwatch.StartNew();
+        long stepsThisSession = 0;
+        bool done = _step >= TotalSteps;
+        while (!done && _epoch < _config.NumTrainEpochs)
+        {
+            int batchesInEpoch = _data.BatchesPerEpoch(_epoch);
+            int micro = 0;
+            double lossSum = 0;
+            long tokens = 0, images = 0;
+            _model.Module.train();
+            throughputClock.Restart();
+            // Cancellation is honoured only at optimizer-step boundaries (below), so that a resumable checkpoint can follow.
+            foreach (var batch in _data.TrainBatches(_epoch, _batchInEpoch, CancellationToken.None))
+            {
+                using (batch)
+                {
+                    manual_seed((long)(StableRandom.Hash(_config.Seed, "micro-batch", _step, micro) >> 1));
+                    using var scope = NewDisposeScope();
+                    var result = _model.ComputeLoss(batch);
+                    var loss = result.Loss.to(ScalarType.Float32);
+                    double value = loss.item<float>();
+                    _batchInEpoch++;
+                    if (!double.IsFinite(value))
+                    {
+                        var ids = string.Join(", ", _model.SampleIds(batch));
+                        if (_config.OnNan == "stop")
+                            throw new TrainingDivergedException($"Loss is {value} at step {_step + 1} (epoch {_epoch}, batch {_batchInEpoch - 1}); samples: {ids}. Lower learning_rate, check the data, or set on_nan: skip.");
+                        _skippedBatches++;
+                        Log?.Invoke($"skipped batch {_batchInEpoch - 1} of epoch {_epoch} (loss {value}); samples: {ids}");
+                    }
+                    else
+                    {
+                        (loss * (_scaler.Scale / accumulation)).backward();
+                        lossSum += value;
+                        micro++;
+                        tokens += result.Tokens;
+                        images += result.Images;
+                    }
+                }
+                bool lastOfEpoch = _batchInEpoch >= batchesInEpoch;
+                if (micro < accumulation && !lastOfEpoch) continue;
+                if (micro == 0) continue;
+                var metrics = OptimizerStep(lossSum / micro, micro, accumulation);
+                stepsThisSession++;
+                tokensSinceLog += tokens; imagesSinceLog += images;
+                double seconds = Math.Max(1e-9, throughputClock.Elapsed.TotalSeconds);
+                double perStep = stepClock.Elapsed.TotalSeconds / stepsThisSession;
+                metrics = metrics with {
+                    TokensPerSecond = tokensSinceLog / seconds, ImagesPerSecond = imagesSinceLog / seconds,
+                    Epoch = _epoch + _batchInEpoch / (double)Math.Max(1, batchesInEpoch), EtaSeconds = perStep * (TotalSteps - _step),
+                };
+                tokensSinceLog = imagesSinceLog = 0;
+                _metrics.Append(metrics);
+                Progress?.Invoke(metrics);
+                micro = 0; lossSum = 0; tokens = 0; images = 0;
+
+                if (_config.EvalEverySteps > 0 && _step % _config.EvalEverySteps == 0 && _data.HasEval) RecordEval(Evaluate());
+                if (_config.SaveEverySteps > 0 && _step % _config.SaveEverySteps == 0) SaveCheckpoint("latest");
+                if (_step >= TotalSteps) { done = true; break; }
+                if (cancellationToken.IsCancellationRequested) { interrupted = true; break; }
+                // Evaluation and checkpoint time are not training throughput.
+                throughputClock.Restart();
+            }
+            if (interrupted || (done && _batchInEpoch < batchesInEpoch)) break;
+            if (_batchInEpoch < batchesInEpoch) { interrupted = true; break; }
+            _epoch++;
+            _batchInEpoch = 0;
+            double? evalLoss = null;
+            if (_data.HasEval) { evalLoss = Evaluate(); RecordEval(evalLoss.Value); }
+            bool improved = evalLoss is { } l && double.IsFinite(l) && (_bestEvalLoss is null || l < _bestEvalLoss) ;
+            if (improved) _bestEvalLoss = evalLoss;
+            if (_config.SaveEveryEpochs > 0 && _epoch % _config.SaveEveryEpochs == 0) SaveCheckpoint($"epoch-{_epoch}");
+            if (improved) SaveCheckpoint("best");
+        }
+
+        if (interrupted) SaveCheckpoint("latest");
+        else if (_config.SaveFinal) SaveCheckpoint("final");
+        return new TrainingSummary(_step, _epoch, wall.Elapsed, _bestEvalLoss, _lastEvalLoss, _lastLoss, _scaler.SkippedSteps, _skippedBatches,
+            interrupted, _checkpoints.Distinct().ToList(), RunDir);
+    }
+
+    StepMetrics OptimizerStep(double meanLoss, int microBatches, int accumulation)
+    {
+        using var scope = NewDisposeScope();
+        AfterBackward?.Invoke(_step, _trainable.Select(t => (t.Name, t.Parameter)).ToList());
+        // Loss was divided by the configured accumulation; a short last group is rescaled to a true mean.
+        double unscale = accumulation / (double)microBatches / _scaler.Scale;
+        var gradients = new Dictionary<string, Tensor>();
+        foreach (var (name, parameter, _) in _trainable)
+        {
+            var grad = parameter.grad;
+            if (grad is null) continue;
+            var g = grad.to(ScalarType.Float32);
+            if (unscale != 1.0) g = ReferenceEquals(g, grad) ? g * unscale : g.mul_(unscale);
+            gradients[name] = g;
+        }
+        double gradNorm = gradients.Count == 0 ? 0.0 : stack(gradients.Values.Select(g => g.norm()).ToArray()).norm().item<float>();
+        bool finite = double.IsFinite(gradNorm);
+        if (!finite && !_scaler.Enabled && _config.OnNan == "stop")
+            throw new TrainingDivergedException($"Gradient norm is {gradNorm} at step {_step + 1} (epoch {_epoch}, batch {_batchInEpoch - 1}). Lower learning_rate or set on_nan: skip.");
+        bool apply = _scaler.Update(finite);
+        if (!apply && !_scaler.Enabled) _skippedBatches += microBatches;
+        double lr = 0;
+        if (apply)
+        {
+            if (_config.MaxGradNorm > 0)
+            {
+                double coefficient = _config.MaxGradNorm / (gradNorm + 1e-6);
+                if (coefficient < 1) foreach (var g in gradients.Values) g.mul_(coefficient);
+            }
+            double multiplier = _schedule.Multiplier((int)Math.Min(int.MaxValue, _step));
+            foreach (var group in _optimizer.Groups) group.LearningRate = group.BaseLearningRate * multiplier;
+            lr = _optimizer.Groups[0].LearningRate;
+            _optimizer.Step(name => gradients.GetValueOrDefault(name));
+            if (_storageDtype != ScalarType.Float32)
+                using (no_grad())
+                    foreach (var (_, parameter, master) in _trainable) parameter.copy_(master);
+        }
+        foreach (var (_, parameter, _) in _trainable) parameter.grad?.zero_();
+        _step++;
+        _lastLoss = meanLoss;
+        return new StepMetrics {
+            Step = _step, Loss = meanLoss, LearningRate = lr, GradNorm = gradNorm, LossScale = _scaler.Scale,
+            Skipped = _scaler.SkippedSteps, SkippedBatches = _skippedBatches, TotalSteps = TotalSteps,
+        };
+    }
+
+    /// <summary>Token-weighted mean loss over the eval batches, in eval mode without gradients.</summary>
+    public double Evaluate(CancellationToken cancellationToken = default)
+    {
+        _model.Module.eval();
+        double weighted = 0;
+        long weight = 0;
+        try
+        {
+            using var noGrad = no_grad();
+            foreach (var batch in _data.EvalBatches(cancellationToken))
+                using (batch)
+                {
+                    using var scope = NewDisposeScope();
+                    var result = _model.ComputeLoss(batch);
+                    long w = Math.Max(1, result.Tokens);
+                    weighted += result.Loss.to(ScalarType.Float32).item<float>() * w;
+                    weight += w;
+                }
+        }
+        finally
+        {
+            _model.Module.train();
+        }
+        return weight == 0 ? double.NaN : weighted / weight;
+    }
+
+    void RecordEval(double evalLoss)
+    {
+        _lastEvalLoss = evalLoss;
+        var metrics = new StepMetrics { Kind = "eval", Step = _step, Epoch = _epoch, EvalLoss = evalLoss, TotalSteps = TotalSteps,
+            Skipped = _scaler.SkippedSteps, SkippedBatches = _skippedBatches };
+        _metrics.Append(metrics);
+        Progress?.Invoke(metrics);
+    }
+
+    /// <summary>The fp32 master copies of the trainable tensors, by parameter name.</summary>
+    public IEnumerable<KeyValuePair<string, Tensor>> TrainableState() => _trainable.Select(t => new KeyValuePair<string, Tensor>(t.Name, t.Master));
+
+    public string SaveCheckpoint(string name)
+    {
+        var manifest = new JsonObject {
+            ["format"] = "visualchat-training-checkpoint/1",
+            ["step"] = _step,
+            ["epoch"] = _epoch,
+            ["batch_in_epoch"] = _batchInEpoch,
+            ["metrics"] = new JsonObject { ["loss"] = Finite(_lastLoss), ["eval_loss"] = Finite(_lastEvalLoss), ["best_eval_loss"] = Finite(_bestEvalLoss) },
+            ["trainable"] = new JsonArray(_trainable.Select(t => (JsonNode)JsonValue.Create(t.Name)).ToArray()),
+            ["lora"] = _config.LoraDim > 0 ? new JsonObject { ["lora_dim"] = _config.LoraDim, ["lora_alpha"] = _config.LoraAlpha ?? _config.LoraDim,
+                ["lora_module_name"] = new JsonArray(_config.LoraModuleName.Select(n => (JsonNode)JsonValue.Create(n)).ToArray()) } : null,
+            ["training_config"] = JsonNode.Parse(_config.ToJson()),
+        };
+        foreach (var (key, value) in _manifestExtras) manifest[key] = value?.DeepClone();
+        var path = CheckpointStore.Write(RunDir, name, folder =>
+        {
+            TensorFiles.SaveSafetensors(Path.Combine(folder, CheckpointStore.WeightsFile), TrainableState().Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.detach().contiguous())));
+            using (var scope = NewDisposeScope())
+            {
+                var state = _optimizer.StateTensors().ToList();
+                TensorFiles.SaveSafetensors(Path.Combine(folder, CheckpointStore.OptimizerFile), state);
+            }
+            var trainerState = new JsonObject {
+                ["global_step"] = _step, ["epoch"] = _epoch, ["batch_in_epoch"] = _batchInEpoch, ["seed"] = _config.Seed,
+                ["total_steps"] = TotalSteps, ["loss_scale"] = _scaler.Scale, ["good_steps"] = _scaler.GoodSteps,
+                ["skipped_steps"] = _scaler.SkippedSteps, ["skipped_batches"] = _skippedBatches,
+                ["best_eval_loss"] = Finite(_bestEvalLoss), ["last_eval_loss"] = Finite(_lastEvalLoss), ["last_loss"] = Finite(_lastLoss),
+            };
+            File.WriteAllText(Path.Combine(folder, CheckpointStore.StateFile), trainerState.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        }, manifest);
+        _checkpoints.Add(path);
+        try { CurvePlot.Write(Path.Combine(RunDir, "loss.png"), _metrics.History); }
+        catch (IOException e) { Log?.Invoke($"could not write loss.png: {e.Message}"); }
+        Log?.Invoke($"checkpoint {path} (step {_step})");
+        return path;
+    }
+
+    static JsonNode? Finite(double? value) => value is { } v && double.IsFinite(v) ? JsonValue.Create(v) : null;
+
+    void ResumeIfAsked()
+    {
+        var resume = _config.Resume;
+        if (resume is "none" or "") return;
+        string? folder;
+        if (resume == "auto")
+        {
+            folder = CheckpointStore.Latest(RunDir)?.Path;
+            if (folder is null) { Log?.Invoke($"resume: auto found no complete checkpoint in {RunDir}; starting fresh"); return; }
+        }
+        else folder = resume;
+        if (CheckpointStore.TryRead(folder) is null)
+            throw new TrainingConfigException($"Training config key 'resume' = {folder}: not a complete checkpoint folder (no {CheckpointStore.ManifestFile} with complete: true).");
+        Restore(folder);
+        Log?.Invoke($"resumed from {folder} at step {_step}, epoch {_epoch}, batch {_batchInEpoch}");
+    }
+
+    /// <summary>Loads trainable weights, optimizer state, loss scale, counters and the data position.</summary>
+    public void Restore(string folder)
+    {
+        using (var weights = TensorFiles.Open(Path.Combine(folder, CheckpointStore.WeightsFile)))
+        using (no_grad())
+        {
+            foreach (var (name, parameter, master) in _trainable)
+            {
+                if (!weights.Contains(name)) throw new InvalidDataException($"Checkpoint {folder} has no tensor '{name}'; it was written with a different trainable selection.");
+                using var loaded = weights.Read(name, ScalarType.Float32);
+                master.copy_(loaded);
+                if (!ReferenceEquals(master, parameter)) parameter.copy_(master);
+            }
+        }
+        using (var optimizerState = TensorFiles.Open(Path.Combine(folder, CheckpointStore.OptimizerFile)))
+        using (var scope = NewDisposeScope())
+            _optimizer.LoadState(name => optimizerState.Contains(name) ? optimizerState.Read(name) : null);
+        var state = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, CheckpointStore.StateFile)))!.AsObject();
+        if (state["seed"]!.GetValue<long>() != _config.Seed)
+            throw new TrainingConfigException($"Training config key 'seed' = {_config.Seed} differs from the checkpoint's seed {state["seed"]}; resuming would change the data order.");
+        _step = state["global_step"]!.GetValue<long>();
+        _epoch = state["epoch"]!.GetValue<int>();
+        _batchInEpoch = state["batch_in_epoch"]!.GetValue<int>();
+        _skippedBatches = state["skipped_batches"]!.GetValue<long>();
+        _bestEvalLoss = state["best_eval_loss"]?.GetValue<double>();
+        _lastEvalLoss = state["last_eval_loss"]?.GetValue<double>();
+        _lastLoss = state["last_loss"]?.GetValue<double>();
+        _scaler.Restore(state["loss_scale"]!.GetValue<double>(), state["good_steps"]!.GetValue<int>(), state["skipped_steps"]!.GetValue<int>());
+        _metrics.TruncateAfter(_step);
+    }
+
+    public void Dispose()
+    {
+        _optimizer.Dispose();
+        foreach (var (_, parameter, master) in _trainable)
+            if (!ReferenceEquals(parameter, master)) master.Dispose();
+    }
+}
