@@ -54,7 +54,11 @@ public class ModelPresetTests
     [Fact]
     public void Catalog_ListsKindsAndRejectsUnknownNames()
     {
-        Assert.Equal(ModelPresetCatalog.All.Count, ModelPresetCatalog.All.Select(p => p.Name).Distinct().Count());
+        // Names are unique within a kind; "tiny" exists as lm, vision and visualchat, and a bare name prefers the lm.
+        Assert.Equal(ModelPresetCatalog.All.Count, ModelPresetCatalog.All.Select(p => (p.Name, p.Kind)).Distinct().Count());
+        Assert.Equal(ModelPresetKind.VisualChatModel, ModelPresetCatalog.Get("tiny", ModelPresetKind.VisualChatModel).Kind);
+        Assert.Equal(ModelPresetKind.VisionEncoder, ModelPresetCatalog.Get("clip-vit-large-patch14").Kind);
+        Assert.Contains("(vision)", Assert.Throws<ArgumentException>(() => ModelPresetCatalog.Get("llama2-7b", ModelPresetKind.VisionEncoder)).Message);
         Assert.All(ModelPresetCatalog.OfKind(ModelPresetKind.LanguageModel), p => Assert.IsType<LanguageModelPreset>(p));
         var error = Assert.Throws<ArgumentException>(() => ModelPresetCatalog.Get("gpt-5"));
         Assert.Contains("llama2-7b", error.Message);
