@@ -41,7 +41,34 @@ public static class DataInspectCommand
             }
         });
         data.Subcommands.Add(inspect);
+        data.Subcommands.Add(Shapes());
         return data;
+    }
+
+    /// <summary><c>vchat data shapes --out DIR</c>: writes the synthetic multi-image shapes conversations as JSONL + PNG.</summary>
+    static Command Shapes()
+    {
+        var output = new Option<string>("--out") { Description = "Folder for train.jsonl, eval.jsonl and images/.", Required = true };
+        var train = new Option<int>("--train") { Description = "Training conversations.", DefaultValueFactory = _ => 2000 };
+        var eval = new Option<int>("--eval") { Description = "Held-out conversations (generated from indices after the training ones).", DefaultValueFactory = _ => 200 };
+        var seed = new Option<int>("--seed") { Description = "Generator seed.", DefaultValueFactory = _ => 1 };
+        var size = new Option<int>("--image-size") { Description = "Image width and height in pixels.", DefaultValueFactory = _ => 64 };
+        var command = new Command("shapes", "Write the synthetic multi-image, multi-round shapes conversations in the generic JSONL format (with PNG images).")
+        {
+            output, train, eval, seed, size,
+        };
+        command.SetAction(parse =>
+        {
+            string folder = parse.GetValue(output)!;
+            int trainCount = parse.GetValue(train), evalCount = parse.GetValue(eval);
+            if (trainCount < 0 || evalCount < 0) { Console.Error.WriteLine("--train and --eval must not be negative."); return 2; }
+            var generator = new VisualChat.Data.Synthetic.ShapesConversationGenerator(parse.GetValue(seed));
+            var trainPath = generator.WriteJsonl(folder, "train.jsonl", 0, trainCount, parse.GetValue(size));
+            var evalPath = generator.WriteJsonl(folder, "eval.jsonl", trainCount, evalCount, parse.GetValue(size));
+            Console.WriteLine($"wrote {trainPath} ({trainCount} conversations) and {evalPath} ({evalCount}), images under {Path.Combine(folder, "images")}");
+            return 0;
+        });
+        return command;
     }
 
     /// <summary>The inspection report as text.</summary>

@@ -29,3 +29,16 @@ public interface ITrainingData<TBatch> where TBatch : IDisposable
     IEnumerable<TBatch> EvalBatches(CancellationToken cancellationToken);
     bool HasEval { get; }
 }
+
+/// <summary>What the command line drives of a <see cref="Trainer{TBatch}"/>, whatever its batch type.</summary>
+public interface ITrainer : IDisposable
+{
+    string RunDir { get; }
+    int TotalSteps { get; }
+    long GlobalStep { get; }
+    TorchSharp.torch.ScalarType StorageDtype { get; }
+    IReadOnlyList<string> TrainableNames { get; }
+    Action<StepMetrics>? Progress { get; set; }
+    Action<string>? Log { get; set; }
+    TrainingSummary Run(CancellationToken cancellationToken = default);
+}

@@ -29,7 +29,7 @@ public sealed record TrainingSummary(
 /// Frozen parameters get requires_grad = false, so backward computes no weight gradient for them and the optimizer
 /// keeps no state for them; gradients still flow through frozen layers to trainable ones before them.
 /// </summary>
-public sealed class Trainer<TBatch> : IDisposable where TBatch : IDisposable
+public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
 {
     readonly ITrainable<TBatch> _model;
     readonly ITrainingData<TBatch> _data;

@@ -11,8 +11,18 @@ public sealed class TrainingConfigException(string message) : Exception(message)
 /// <summary>What model and data a run trains (resolved by <see cref="TrainingRunFactory"/>).</summary>
 public sealed class ModelSection
 {
-    /// <summary><c>llama-lm</c>: text-only LLaMA language model on a JSONL of texts.</summary>
+    /// <summary><c>visualchat</c>: the DeepSpeed-VisualChat recipe (a complete model folder in <see cref="Path"/>, or
+    /// <see cref="Lm"/> + <see cref="Vision"/> folders assembled with a new projection); <c>llama-lm</c>: text-only
+    /// LLaMA language model on a JSONL of texts.</summary>
     [JsonPropertyName("kind")] public string Kind { get; set; } = "llama-lm";
+    /// <summary>visualchat: a Hugging Face LLaMA folder (config.json, weights, tokenizer) to build a new model from.</summary>
+    [JsonPropertyName("lm")] public string? Lm { get; set; }
+    /// <summary>visualchat: a vision encoder folder (CLIP or Qwen-VL, HF layout) to build a new model from.</summary>
+    [JsonPropertyName("vision")] public string? Vision { get; set; }
+    /// <summary>visualchat, new models: causal, causal+cross or mmca.</summary>
+    [JsonPropertyName("attention_mode")] public string AttentionMode { get; set; } = "mmca";
+    /// <summary>visualchat, new models: baseline, vit or perceiver (DSVC's vis_proj).</summary>
+    [JsonPropertyName("projection")] public string Projection { get; set; } = "baseline";
     /// <summary>HF folder with config.json (+ weights, loaded when present).</summary>
     [JsonPropertyName("path")] public string? Path { get; set; }
     /// <summary>config.json used for a randomly initialised model when <see cref="Path"/> is not given.</summary>

@@ -8,20 +8,20 @@ using VisualChat.Weights;
 namespace VisualChat.Training;
 
 /// <summary>A ready-to-run trainer plus what it owns.</summary>
-public sealed class TrainingRun(Func<CancellationToken, TrainingSummary> run, Trainer<TrainingBatch> trainer, IDisposable? owned) : IDisposable
+public sealed class TrainingRun(ITrainer trainer, IDisposable? owned) : IDisposable
 {
-    public Trainer<TrainingBatch> Trainer { get; } = trainer;
-    public TrainingSummary Run(CancellationToken cancellationToken = default) => run(cancellationToken);
+    public ITrainer Trainer { get; } = trainer;
+    public TrainingSummary Run(CancellationToken cancellationToken = default) => Trainer.Run(cancellationToken);
     public void Dispose() { Trainer.Dispose(); owned?.Dispose(); }
 }
 
 /// <summary>
 /// Builds the model, data and trainer of a run from its config — the one place <c>vchat train</c> constructs models.
-/// Kinds: <c>llama-lm</c> (text-only LLaMA LM on a JSONL of {"text": ...}).
+/// Kinds: <c>visualchat</c> (the DeepSpeed-VisualChat recipe on a data config) and <c>llama-lm</c> (text-only LLaMA LM on a JSONL of {"text": ...}).
 /// </summary>
 public static class TrainingRunFactory
 {
-    public static readonly string[] Kinds = ["llama-lm"];
+    public static readonly string[] Kinds = ["visualchat", "llama-lm"];
 
     /// <summary>Checks the files a kind needs before anything is loaded.</summary>
     public static void CheckInputs(TrainingConfig config)
@@ -40,6 +40,23 @@ public static class TrainingRunFactory
                 if (!File.Exists(config.TrainData)) throw new TrainingConfigException($"Training config key 'train_data' = {config.TrainData}: file does not exist.");
                 if (config.EvalData is { } e && !File.Exists(e)) throw new TrainingConfigException($"Training config key 'eval_data' = {e}: file does not exist.");
                 break;
+            case "visualchat":
+                if (config.Model.Path is null && (config.Model.Lm is null || config.Model.Vision is null))
+                    throw new TrainingConfigException("Training config for model.kind visualchat needs 'model.path' (a VisualChat model folder) or both 'model.lm' (LLaMA folder) and 'model.vision' (vision encoder folder).");
+                foreach (var (key, folder) in new[] { ("model.path", config.Model.Path), ("model.lm", config.Model.Lm), ("model.vision", config.Model.Vision) })
+                    if (folder is not null && !Directory.Exists(folder)) throw new TrainingConfigException($"Training config key '{key}' = {folder}: folder does not exist.");
+                if (config.Model.Path is { } modelFolder && !File.Exists(System.IO.Path.Combine(modelFolder, VisualChatConfig.FileName)))
+                    throw new TrainingConfigException($"Training config key 'model.path' = {modelFolder}: no {VisualChatConfig.FileName} there (write one with `vchat init-model --kind visualchat`, or give model.lm + model.vision).");
+                if (config.Model.Path is null)
+                {
+                    try { VisualChatConfig.ParseAttentionMode(config.Model.AttentionMode, "training config"); }
+                    catch (Exception error) when (error is ArgumentException or InvalidDataException) { throw new TrainingConfigException($"Training config key 'model.attention_mode': {error.Message}"); }
+                    if (config.Model.Projection is not ("baseline" or "vit" or "perceiver"))
+                        throw new TrainingConfigException($"Training config key 'model.projection' = {config.Model.Projection}: use baseline, vit or perceiver.");
+                }
+                if (config.DataConfig is null) throw new TrainingConfigException("Training config key 'data_config' (a data config, see docs/data-formats.md) is required for model.kind visualchat.");
+                if (!File.Exists(config.DataConfig)) throw new TrainingConfigException($"Training config key 'data_config' = {config.DataConfig}: file does not exist.");
+                break;
             default:
                 throw new TrainingConfigException($"Training config key 'model.kind' = {config.Model.Kind}: unknown model kind; known: {string.Join(", ", Kinds)}.");
         }
@@ -51,6 +68,7 @@ public static class TrainingRunFactory
         CheckInputs(config);
         return config.Model.Kind switch {
             "llama-lm" => CreateLlamaLm(config, log),
+            "visualchat" => CreateVisualChat(config, log),
             _ => throw new TrainingConfigException($"Training config key 'model.kind' = {config.Model.Kind}: unknown model kind; known: {string.Join(", ", Kinds)}."),
         };
     }
@@ -89,7 +107,75 @@ public static class TrainingRunFactory
                 ["train_samples"] = train.Count, ["eval_samples"] = eval.Count },
         };
         var trainer = new Trainer<TrainingBatch>(trainable, data, config, manifest) { Log = log };
-        return new TrainingRun(ct => trainer.Run(ct), trainer, model);
+        return new TrainingRun(trainer, model);
+    }
+
+    /// <summary>A VisualChat model for training: a complete folder, or an LM folder + a vision folder assembled with a
+    /// fresh projection and the image token added to the tokenizer.</summary>
+    public static VisualChatModel LoadOrAssembleVisualChat(ModelSection section, long seed, Action<string>? log)
+    {
+        if (section.Path is { } folder)
+        {
+            log?.Invoke($"loading VisualChat model {folder}");
+            return VisualChatModel.Load(folder);
+        }
+        log?.Invoke($"assembling a VisualChat model from {section.Lm} + {section.Vision} ({section.AttentionMode}, {section.Projection} projection)");
+        var (lm, tokenizer) = LanguageModelFolder.Load(section.Lm!);
+        var vision = Vision.VisionEncoderFolder.Load(section.Vision!);
+        int imageTokenId = tokenizer.TokenToId(ConversationTemplate.ImagePlaceholder) is { } existing && existing >= lm.Config.VocabSize
+            ? existing
+            : Math.Max(lm.Config.VocabSize, tokenizer.VocabSize);
+        if (tokenizer.TokenToId(ConversationTemplate.ImagePlaceholder) is null)
+            tokenizer.AddTokenWithId(ConversationTemplate.ImagePlaceholder, imageTokenId, special: true, source: "VisualChat image placeholder");
+        var config = new VisualChatConfig
+        {
+            AttentionModeName = section.AttentionMode,
+            Projection = section.Projection,
+            VisionEncoder = vision.Encoder is Vision.QwenVisionTransformer ? "qwen" : "clip",
+            ClipVision = (vision.Encoder as Vision.ClipVisionModel)?.Config,
+            QwenVision = (vision.Encoder as Vision.QwenVisionTransformer)?.Config,
+            LmVocabSize = lm.Config.VocabSize,
+            ImageTokenId = imageTokenId,
+        };
+        return new VisualChatModel(config, lm, vision.Encoder, seed) { Tokenizer = tokenizer, ImageProcessor = vision.Processor };
+    }
+
+    static TrainingRun CreateVisualChat(TrainingConfig config, Action<string>? log)
+    {
+        var dataConfig = DataConfig.Load(config.DataConfig!);
+        var model = LoadOrAssembleVisualChat(config.Model, config.Seed, log);
+        var tokenizer = model.Tokenizer ?? throw new TrainingConfigException($"The VisualChat model has no tokenizer (its lm/ folder needs tokenizer.model or tokenizer.json).");
+        if (dataConfig.System is not null && dataConfig.System != model.Config.SystemPrompt)
+            log?.Invoke($"note: {config.DataConfig} sets a system text; the model's own ({VisualChatConfig.FileName} system_prompt) is used so training and chat prompts stay identical");
+        if (dataConfig.ImageTokens != model.ImageTokens)
+            log?.Invoke($"note: lengths count {model.ImageTokens} tokens per image (the model's), not the data config's image_tokens {dataConfig.ImageTokens}");
+        var mixed = DataMixer.Build(dataConfig, Environment.ProcessorCount);
+        var template = new ConversationTemplate(model.Config.TemplateOptions);
+        int maxSeqLen = Math.Min(config.MaxSeqLen, model.LmConfig.MaxPositionEmbeddings);
+        var encoder = new SampleEncoder(template, tokenizer, maxSeqLen, model.ImageTokens, dataConfig.Truncation);
+        var train = encoder.Prepare(mixed.Train, mixed.Report);
+        var eval = encoder.Prepare(mixed.Eval, mixed.Report);
+        log?.Invoke($"data: {train.Count} train / {eval.Count} eval samples from {dataConfig.DataSets.Count} data set(s); {mixed.Report.Skipped} records skipped");
+        var processor = new Vision.ClipImageProcessor(model.ImageProcessor ?? Vision.ImageProcessorConfig.Clip224);
+        var data = new VisualChatTrainingData(train, eval, encoder, Collator.For(tokenizer), processor,
+            config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed) { Log = log };
+
+        model.to(TorchSharp.torch.device(config.Device));
+        if (config.LoraDim > 0)
+        {
+            var wrapped = LoraInjector.Inject(model, config.LoraModuleName, config.LoraDim, config.LoraAlpha ?? config.LoraDim, config.Seed);
+            log?.Invoke($"LoRA rank {config.LoraDim} on {wrapped.Count} Linear layers");
+        }
+        var trainable = new VisualChatTrainable(model);
+        var manifest = new JsonObject {
+            ["model"] = new JsonObject {
+                ["kind"] = config.Model.Kind, ["path"] = Full(config.Model.Path), ["lm"] = Full(config.Model.Lm), ["vision"] = Full(config.Model.Vision),
+                ["attention_mode"] = model.Config.AttentionModeName, ["projection"] = model.Config.Projection, ["seed"] = config.Seed,
+            },
+            ["data"] = new JsonObject { ["data_config"] = Full(config.DataConfig), ["train_samples"] = train.Count, ["eval_samples"] = eval.Count },
+        };
+        var trainer = new Trainer<VisualChatTrainingBatch>(trainable, data, config, manifest) { Log = log };
+        return new TrainingRun(trainer, model);
     }
 
     static string? Full(string? path) => path is null ? null : Path.GetFullPath(path);
