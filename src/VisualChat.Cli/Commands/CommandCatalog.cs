@@ -13,5 +13,6 @@ public static class CommandCatalog
         yield return InitModelCommand.Create();
         yield return GenerateCommand.Create();
         yield return TrainCommand.Create();
+        yield return ExportCommand.Create();
     }
 }

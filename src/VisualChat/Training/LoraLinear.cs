@@ -99,6 +99,23 @@ public static class LoraInjector
         return count;
     }
 
+    /// <summary>Merges every adapter and puts each base <see cref="Linear"/> back in its place, so the module tree and its
+    /// state-dict names are those of the original model (for export).</summary>
+    public static int MergeAndUnwrap(nn.Module root)
+    {
+        var wrapped = root.named_modules().Where(m => m.module is LoraLinear).Select(m => m.name).ToList();
+        var modules = root.named_modules().ToDictionary(m => m.name, m => m.module);
+        foreach (var name in wrapped)
+        {
+            var lora = (LoraLinear)modules[name];
+            lora.Merge();
+            int dot = name.LastIndexOf('.');
+            var parent = dot < 0 ? root : modules[name[..dot]];
+            Replace(parent, name[(dot + 1)..], lora.base_layer);
+        }
+        return wrapped.Count;
+    }
+
     static void Replace(nn.Module parent, string name, nn.Module replacement)
     {
         var field = parent.GetType().GetField(name, BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic)

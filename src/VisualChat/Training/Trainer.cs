@@ -53,6 +53,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
     double? _lastLoss;
 
     public TrainingConfig Config => _config;
+    public ITrainable<TBatch> Model => _model;
     public string RunDir { get; }
     public int TotalSteps { get; }
     public long GlobalStep => _step;

@@ -86,10 +86,15 @@ public class CheckpointAndConfigTests
     [Fact]
     public void UnknownModelKindIsRejectedBeforeLoading()
     {
-        var config = TrainingConfig.Parse("{\"model\": {\"kind\": \"visualchat\"}}");
+        var config = TrainingConfig.Parse("{\"model\": {\"kind\": \"flamingo\"}}");
         var error = Assert.Throws<TrainingConfigException>(() => TrainingRunFactory.Create(config));
         Assert.Contains("model.kind", error.Message);
-        Assert.Contains("llama-lm", error.Message);
+        Assert.Contains("visualchat, llama-lm", error.Message);
+
+        var incomplete = TrainingConfig.Parse("{\"model\": {\"kind\": \"visualchat\"}}");
+        var missing = Assert.Throws<TrainingConfigException>(() => TrainingRunFactory.Create(incomplete));
+        Assert.Contains("model.path", missing.Message);
+        Assert.Contains("model.lm", missing.Message);
     }
 
     [Fact]

@@ -11,18 +11,19 @@ namespace VisualChat.Vision;
 /// </summary>
 public sealed class BaselineProjection : nn.Module<Tensor, Tensor>, IProjection
 {
-    private readonly Linear linear;
-    private readonly LayerNorm layer_norm;
+    // Held outside Module-typed fields: TorchSharp's reflection (e.g. in to()) would otherwise register them a second
+    // time under their field names next to the positional "0"/"1".
+    private readonly (Linear Linear, LayerNorm Norm) _layers;
 
     public BaselineProjection(int visionWidth, int lmWidth, string name = "projection") : base(name)
     {
         InputWidth = visionWidth;
         OutputWidth = lmWidth;
-        linear = nn.Linear(visionWidth, lmWidth);
-        layer_norm = nn.LayerNorm(lmWidth, 1e-12);
-        // Registered under Sequential's positional names instead of the field names.
+        var linear = nn.Linear(visionWidth, lmWidth);
+        var layerNorm = nn.LayerNorm(lmWidth, 1e-12);
+        _layers = (linear, layerNorm);
         register_module("0", linear);
-        register_module("1", layer_norm);
+        register_module("1", layerNorm);
     }
 
     public ProjectionKind Kind => ProjectionKind.Baseline;
@@ -33,7 +34,7 @@ public sealed class BaselineProjection : nn.Module<Tensor, Tensor>, IProjection
     public override Tensor forward(Tensor visionFeatures)
     {
         using var scope = NewDisposeScope();
-        return layer_norm.forward(linear.forward(visionFeatures)).MoveToOuterDisposeScope();
+        return _layers.Norm.forward(_layers.Linear.forward(visionFeatures)).MoveToOuterDisposeScope();
     }
 
     public Tensor Project(Tensor visionFeatures) => forward(visionFeatures);

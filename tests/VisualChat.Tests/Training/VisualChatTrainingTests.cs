@@ -1,0 +1,68 @@
+using VisualChat.Data.Synthetic;
+using VisualChat.Model;
+using VisualChat.Training;
+using static TorchSharp.torch;
+
+namespace VisualChat.Tests.Training;
+
+/// <summary>The DSVC recipe through <c>vchat train</c>'s factory on the tiny preset and generated shapes conversations.</summary>
+public sealed class VisualChatTrainingTests : IDisposable
+{
+    readonly string _dir = Directory.CreateTempSubdirectory("vc-train").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    TrainingConfig Config(string extra = "")
+    {
+        var modelFolder = Path.Combine(_dir, "model");
+        if (!Directory.Exists(modelFolder))
+        {
+            using var model = VisualChatPresets.Create(VisualChatPresets.Tiny, seed: 3);
+            model.Save(modelFolder);
+            new ShapesConversationGenerator(2).WriteJsonl(Path.Combine(_dir, "data"), "train.jsonl", 0, 24);
+            File.WriteAllText(Path.Combine(_dir, "data.json"),
+                "{\"root\": \"data\", \"eval_fraction\": 0.2, \"datasets\": [{\"name\": \"shapes\", \"format\": \"jsonl\", \"path\": \"train.jsonl\"}]}");
+        }
+        var json = $$"""
+            {"model": {"kind": "visualchat", "path": "{{modelFolder}}"}, "data_config": "{{Path.Combine(_dir, "data.json")}}",
+             "output_dir": "{{Path.Combine(_dir, "run")}}", "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
+             "max_steps": 3, "learning_rate": 0.01, "log_every_steps": 1 {{extra}}}
+            """;
+        return TrainingConfig.Parse(json);
+    }
+
+    [Fact]
+    public void DefaultRecipeChangesOnlyProjectionAndEmbeddings_AndExportReproducesTheTrainedModel()
+    {
+        var config = Config();
+        Dictionary<string, Tensor> before;
+        using (var baseModel = VisualChatModel.Load(Path.Combine(_dir, "model")))
+            before = baseModel.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+
+        using var run = TrainingRunFactory.Create(config);
+        var summary = run.Run();
+        Assert.Equal(3, summary.Steps);
+        var trained = (VisualChatModel)((Trainer<VisualChatTrainingBatch>)run.Trainer).Model.Module;
+        var after = trained.state_dict();
+        var changed = after.Where(kv => !kv.Value.allclose(before[kv.Key], rtol: 0, atol: 0)).Select(kv => kv.Key).Order().ToList();
+        Assert.Equal(new[] { "lm.model.embed_tokens.weight", "projection.0.bias", "projection.0.weight", "projection.1.bias", "projection.1.weight" }, changed);
+
+        var exported = Path.Combine(_dir, "exported");
+        CheckpointExport.Export(Path.Combine(_dir, "run", "final"), exported);
+        using var reloaded = VisualChatModel.Load(exported);
+        foreach (var (name, tensor) in reloaded.state_dict())
+            Assert.True(tensor.allclose(after[name], rtol: 0, atol: 0), $"{name} differs after export");
+    }
+
+    [Fact]
+    public void UnreadableImageSkipsItsSampleWithFileAndRecord()
+    {
+        var config = Config();
+        var images = Directory.GetFiles(Path.Combine(_dir, "data", "images")).Order().ToArray();
+        File.WriteAllBytes(images[0], [0x89, (byte)'P', (byte)'N', (byte)'G', 1, 2, 3]);
+        var messages = new List<string>();
+        using var run = TrainingRunFactory.Create(config, messages.Add);
+        run.Run();
+        Assert.Contains(messages, m => m.Contains("skipped sample") && m.Contains("train.jsonl"));
+    }
+}
