@@ -24,51 +24,53 @@ public static class MultiModalCausalAttention
     /// <returns>[B, H, Lq, D]; zero rows for padding queries.</returns>
     public static Tensor Attend(Tensor query, Tensor key, Tensor value, MmcaPlan plan)
     {
-        long heads = query.shape[1], kvHeads = key.shape[1], headDim = query.shape[3];
+        long batch = query.shape[0], heads = query.shape[1], kvHeads = key.shape[1], headDim = query.shape[3];
         if (heads % kvHeads != 0)
             throw new ArgumentException($"query heads ({heads}) must be a multiple of key/value heads ({kvHeads}).");
-        if (plan.QueryLength != query.shape[2] || plan.KeyLength != key.shape[2])
+        if (plan.QueryLength != query.shape[2] || plan.KeyLength != key.shape[2] || plan.Batch != batch)
             throw new ArgumentException(
-                $"The attention plan was built for {plan.QueryLength} queries over {plan.KeyLength} keys, but got {query.shape[2]} over {key.shape[2]}.");
-        long groups = heads / kvHeads;
+                $"The attention plan was built for {plan.Batch}×{plan.QueryLength} queries over {plan.KeyLength} keys, but got {batch}×{query.shape[2]} over {key.shape[2]}.");
+        long groups = heads / kvHeads, lq = plan.QueryLength;
 
         using var scope = NewDisposeScope();
         var output = ImageSelfOutput(value, plan, groups);
+        if (plan.TextQueryCount == 0) return output.MoveToOuterDisposeScope();
 
-        if (plan.TextQueryCount > 0)
+        // [B·L, H·D] row views: gathering compact sequences is one contiguous row copy per token.
+        var keyRows = Rows(key);
+        var valueRows = Rows(value);
+        var textQueries = Gather(Rows(query), plan.TextQueryRows, batch, plan.TextQueryCount, heads, headDim);
+        var textKeys = RepeatHeads(Gather(keyRows, plan.TextKeyRows, batch, plan.TextKeyCount, kvHeads, headDim), groups);
+        var textValues = RepeatHeads(Gather(valueRows, plan.TextKeyRows, batch, plan.TextKeyCount, kvHeads, headDim), groups);
+        var textOut = plan.TextToTextMask is null
+            ? nn.functional.scaled_dot_product_attention(textQueries, textKeys, textValues, is_casual: true)
+            : nn.functional.scaled_dot_product_attention(textQueries, textKeys, textValues, plan.TextToTextMask);
+
+        if (plan.ImageKeyCount > 0)
         {
-            var textQueries = Gather(query, plan.TextQueryIndex, heads, headDim);
-            var textKeys = RepeatHeads(Gather(key, plan.TextKeyIndex, kvHeads, headDim), groups);
-            var textValues = RepeatHeads(Gather(value, plan.TextKeyIndex, kvHeads, headDim), groups);
-            var textOut = plan.TextToTextMask is null
-                ? nn.functional.scaled_dot_product_attention(textQueries, textKeys, textValues, is_casual: true)
-                : nn.functional.scaled_dot_product_attention(textQueries, textKeys, textValues, plan.TextToTextMask);
-
-            if (plan.ImageKeyCount > 0)
-            {
-                var imageKeys = RepeatHeads(Gather(key, plan.ImageKeyIndex!, kvHeads, headDim), groups);
-                var imageValues = RepeatHeads(Gather(value, plan.ImageKeyIndex!, kvHeads, headDim), groups);
-                var imageOut = nn.functional.scaled_dot_product_attention(textQueries, imageKeys, imageValues, plan.TextToImageMask!);
-                textOut = textOut + imageOut * plan.TextSeesImage!;
-            }
-
-            // Compact rows that are not real text queries carry finite junk; zero them before they land anywhere.
-            textOut = textOut * plan.TextQueryValid;
-            var scatterIndex = plan.TextQueryIndex.unsqueeze(1).unsqueeze(3).expand(-1, heads, -1, headDim);
-            output = output.scatter_add(2, scatterIndex, textOut);
+            var imageKeys = RepeatHeads(Gather(keyRows, plan.ImageKeyRows!, batch, plan.ImageKeyCount, kvHeads, headDim), groups);
+            var imageValues = RepeatHeads(Gather(valueRows, plan.ImageKeyRows!, batch, plan.ImageKeyCount, kvHeads, headDim), groups);
+            var imageOut = nn.functional.scaled_dot_product_attention(textQueries, imageKeys, imageValues, plan.TextToImageMask!);
+            textOut = textOut + imageOut * plan.TextSeesImage!;
         }
+
+        // Compact entries that are not real text queries carry finite junk; zero them so adding them anywhere is harmless.
+        var contribution = (textOut * plan.TextQueryValid).transpose(1, 2).reshape(batch * plan.TextQueryCount, heads * headDim);
+        var textRows = zeros(batch * lq, heads * headDim, dtype: query.dtype, device: query.device).index_add(0, plan.TextQueryRows, contribution, 1);
+        output = output + textRows.view(batch, lq, heads, headDim).transpose(1, 2);
         return output.MoveToOuterDisposeScope();
     }
 
     static Tensor ImageSelfOutput(Tensor value, MmcaPlan plan, long groups)
     {
         long lk = value.shape[2], lq = plan.QueryLength;
-        var ownValues = RepeatHeads(value.narrow(2, lk - lq, lq), groups);
-        return ownValues * plan.QueryIsImage;
+        return RepeatHeads(value.narrow(2, lk - lq, lq), groups) * plan.QueryIsImage;
     }
 
-    static Tensor Gather(Tensor source, Tensor index, long heads, long headDim) =>
-        source.gather(2, index.unsqueeze(1).unsqueeze(3).expand(-1, heads, -1, headDim));
+    static Tensor Rows(Tensor x) => x.transpose(1, 2).reshape(x.shape[0] * x.shape[2], x.shape[1] * x.shape[3]);
+
+    static Tensor Gather(Tensor rows, Tensor index, long batch, long width, long heads, long headDim) =>
+        rows.index_select(0, index).view(batch, width, heads, headDim).transpose(1, 2);
 
     static Tensor RepeatHeads(Tensor t, long groups) => groups == 1 ? t : t.repeat_interleave(groups, dim: 1);
 }
