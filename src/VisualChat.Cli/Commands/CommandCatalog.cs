@@ -10,5 +10,7 @@ public static class CommandCatalog
         yield return TokenizeCommand.Create();
         yield return DataInspectCommand.Create();
         yield return BenchCommand.Create();
+        yield return ChatCommand.Create();
+        yield return EvalCommand.Create();
     }
 }

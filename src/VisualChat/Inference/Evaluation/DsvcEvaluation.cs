@@ -103,7 +103,7 @@ public sealed class DsvcEvaluation(VisualChatModel model, GenerationOptions opti
                 var roundOptions = options with { MaxNewTokens = (int)Math.Min(options.MaxNewTokens, room) };
                 var generated = model.Generate(state, roundOptions, decode: ids => tokenizer.Decode(ids));
                 for (int b = 0; b < batch; b++) {
-                    var answer = Answer(generated[b], roundOptions);
+                    var answer = Answer(generated[b]);
                     tokens += generated[b].TokenIds.Count;
                     lacksEos[b] = generated[b].FinishReason != FinishReason.EndOfSequence;
                     conversations[b] = conversations[b].WithAnswer(r, answer);
@@ -117,7 +117,7 @@ public sealed class DsvcEvaluation(VisualChatModel model, GenerationOptions opti
         return tokens;
     }
 
-    string Answer(GenerationResult result, GenerationOptions roundOptions)
+    string Answer(GenerationResult result)
     {
         var text = tokenizer.Decode(result.TokenIds);
         if (result.StopString is { } stop && text.IndexOf(stop, StringComparison.Ordinal) is var at and >= 0) text = text[..at];
