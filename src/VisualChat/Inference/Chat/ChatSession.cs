@@ -125,6 +125,9 @@ public sealed class ChatSession : IDisposable
         return answer;
     }
 
+    /// <summary>The model's next-token logits after the last round , as floats; empty before the first question.</summary>
+    public float[] NextTokenLogits() => state.NextLogits?.cpu().data<float>().ToArray() ?? [];
+
     string Decode(IReadOnlyList<int> ids) => tokenizer.Decode(ids);
 
     /// <summary>Forgets the conversation (rounds, images, cache); parameters stay.</summary>
