@@ -55,6 +55,8 @@ public sealed class ChatSession : IDisposable
     /// <summary>The system prompt in use: the one given, else the model folder's.</summary>
     public string? SystemPrompt => systemPrompt ?? model.Config.SystemPrompt;
     public IReadOnlyList<ChatTranscriptRound> Rounds => rounds;
+    /// <summary>Why the last answer ended.</summary>
+    public FinishReason? LastFinishReason { get; private set; }
 
     public IReadOnlyList<ChatImage> Images
     {
@@ -122,6 +124,7 @@ public sealed class ChatSession : IDisposable
         round.AnswerIds = result.TokenIds.ToList();
         rounds.Add(round);
         lastAnswerLacksEos = result.FinishReason != FinishReason.EndOfSequence;
+        LastFinishReason = result.FinishReason;
         return answer;
     }
 
