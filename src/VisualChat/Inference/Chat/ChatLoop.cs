@@ -117,7 +117,6 @@ public sealed class ChatLoop(ChatSession session, TextReader input, TextWriter o
     {
         var clock = Stopwatch.StartNew();
         TimeSpan? first = null;
-        int tokensBefore = 0;
         try {
             session.Ask(question, delta => {
                 first ??= clock.Elapsed;
@@ -129,7 +128,7 @@ public sealed class ChatLoop(ChatSession session, TextReader input, TextWriter o
             return;
         }
         output.WriteLine();
-        var tokens = session.Rounds[^1].AnswerIds?.Count ?? tokensBefore;
+        var tokens = session.Rounds[^1].AnswerIds?.Count ?? 0;
         LastTimeToFirstToken = first;
         var decode = clock.Elapsed - (first ?? TimeSpan.Zero);
         LastTokensPerSecond = tokens > 1 && decode > TimeSpan.Zero ? (tokens - 1) / decode.TotalSeconds : 0;
