@@ -23,6 +23,8 @@ public sealed class ChatSessionTests(ChatTestModel fixture) : IClassFixture<Chat
         Assert.Equal([1, 2], session.Images.Select(i => i.Number));
         Assert.All(session.Images, i => Assert.False(i.Pending));
         Assert.Equal(3, session.Rounds.Count);
+        Assert.Equal(session.Rounds[^1].AnswerIds!.Count, session.LastTiming!.Tokens);
+        Assert.True(session.LastTiming.TimeToFirstToken <= session.LastTiming.Total);
     }
 
     [Fact]

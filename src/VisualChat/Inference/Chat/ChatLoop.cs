@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using VisualChat.Model;
 
@@ -22,10 +21,6 @@ public sealed class ChatLoop(ChatSession session, TextReader input, TextWriter o
           /quit               leave (also end of input)
         Anything else is a question; image paths or URLs pasted into it are attached.
         """;
-
-    /// <summary>Time to first token and decode speed of the last answer.</summary>
-    public TimeSpan? LastTimeToFirstToken { get; private set; }
-    public double LastTokensPerSecond { get; private set; }
 
     public void WriteBanner(string modelFolder)
     {
@@ -115,23 +110,11 @@ public sealed class ChatLoop(ChatSession session, TextReader input, TextWriter o
 
     void Ask(string question, CancellationToken cancellationToken)
     {
-        var clock = Stopwatch.StartNew();
-        TimeSpan? first = null;
-        try {
-            session.Ask(question, delta => {
-                first ??= clock.Elapsed;
-                output.Write(delta);
-                output.Flush();
-            }, cancellationToken);
-        } catch (ContextFullException e) {
-            error.WriteLine($"error: {e.Message}");
-            return;
-        }
+        session.Ask(question, delta => {
+            output.Write(delta);
+            output.Flush();
+        }, cancellationToken);
         output.WriteLine();
-        var tokens = session.Rounds[^1].AnswerIds?.Count ?? 0;
-        LastTimeToFirstToken = first;
-        var decode = clock.Elapsed - (first ?? TimeSpan.Zero);
-        LastTokensPerSecond = tokens > 1 && decode > TimeSpan.Zero ? (tokens - 1) / decode.TotalSeconds : 0;
     }
 
     public static GenerationOptions SetParameters(GenerationOptions options, IEnumerable<string> assignments)

@@ -15,6 +15,13 @@ public sealed class ContextFullException(long needed, long maxContext)
     public long MaxContext { get; } = maxContext;
 }
 
+/// <summary>How long an answer took: until its first token (prompt and new images included) and in all.</summary>
+public sealed record AnswerTiming(TimeSpan TimeToFirstToken, TimeSpan Total, int Tokens)
+{
+    /// <summary>Tokens after the first per second of decoding.</summary>
+    public double DecodeTokensPerSecond => Tokens > 1 && Total > TimeToFirstToken ? (Tokens - 1) / (Total - TimeToFirstToken).TotalSeconds : 0;
+}
+
 /// <summary>An image of the conversation: its number (counted across the conversation, as "### Image k:" shows it),
 /// where it came from, and whether it still waits for the next question.</summary>
 public sealed record ChatImage(int Number, string Source, bool Pending);
@@ -55,6 +62,8 @@ public sealed class ChatSession : IDisposable
     /// <summary>The system prompt in use: the one given, else the model folder's.</summary>
     public string? SystemPrompt => systemPrompt ?? model.Config.SystemPrompt;
     public IReadOnlyList<ChatTranscriptRound> Rounds => rounds;
+    /// <summary>Prompt processing and decoding times of the last answer.</summary>
+    public AnswerTiming? LastTiming { get; private set; }
     /// <summary>Why the last answer ended.</summary>
     public FinishReason? LastFinishReason { get; private set; }
 
@@ -113,18 +122,21 @@ public sealed class ChatSession : IDisposable
         long room = MaxContext - state.Length - promptLength;
         if (room < 1) throw new ContextFullException(state.Length + promptLength + 1, MaxContext);
 
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        TimeSpan? firstToken = null;
         using (var pixels = pending.Count > 0 ? processor.Preprocess(pending.Select(p => p.Image).ToList()) : null)
             model.Append(state, ids, pixels);
         pending.Clear();
         var options = Parameters with { MaxNewTokens = (int)Math.Min(Parameters.MaxNewTokens, room) };
         var stream = new AnswerStream(tokenizer, options, onTextDelta);
-        var result = model.Generate(state, options, (_, token) => stream.Add(token), cancellationToken, Decode)[0];
+        var result = model.Generate(state, options, (_, token) => { firstToken ??= clock.Elapsed; stream.Add(token); }, cancellationToken, Decode)[0];
         var answer = stream.Finish();
         round.Answer = answer;
         round.AnswerIds = result.TokenIds.ToList();
         rounds.Add(round);
         lastAnswerLacksEos = result.FinishReason != FinishReason.EndOfSequence;
         LastFinishReason = result.FinishReason;
+        LastTiming = new AnswerTiming(firstToken ?? clock.Elapsed, clock.Elapsed, result.TokenIds.Count);
         return answer;
     }
 
