@@ -45,8 +45,8 @@ public static class EvalCommand
                 var cases = DsvcEvaluation.ReadCases(json, root);
                 using var model = VisualChatModel.Load(folder);
                 var evaluation = new DsvcEvaluation(model, options, batch);
-                var (rows, summary) = evaluation.Run(cases, (c, missing) =>
-                    error.WriteLine($"vchat eval: skipping test '{c.TestName}': image '{missing}' does not exist."));
+                var (rows, summary) = evaluation.Run(cases, (c, reason) =>
+                    error.WriteLine($"vchat eval: skipping test '{c.TestName}': {reason}."));
                 var directory = Path.GetDirectoryName(Path.GetFullPath(outPath));
                 if (directory is not null) Directory.CreateDirectory(directory);
                 using (var writer = new StreamWriter(outPath)) DsvcEvaluation.WriteCsv(writer, rows);

@@ -66,6 +66,21 @@ public sealed class EvalTests(ChatTestModel fixture) : IClassFixture<ChatTestMod
     }
 
     [Fact]
+    public void ConversationsOutgrowingTheContext_AreSkippedWithTheReason()
+    {
+        var json = Path.Combine(EvalData, "eval_single.json");
+        var cases = DsvcEvaluation.ReadCases(json, DsvcEvaluation.FindImagesRoot(json)!).Take(2).ToList();
+        using var model = fixture.Load();
+        model.LmConfig.MaxPositionEmbeddings = 40;
+        var reasons = new List<string>();
+        var (rows, summary) = new DsvcEvaluation(model, new GenerationOptions { MaxNewTokens = 2 }).Run(cases, (c, reason) => reasons.Add(c.TestName + ": " + reason));
+        Assert.Empty(rows);
+        Assert.Equal(2, summary.ConversationsSkipped);
+        Assert.Equal(0, summary.ConversationsDone);
+        Assert.All(reasons, r => Assert.Contains("max_position_embeddings", r));
+    }
+
+    [Fact]
     public void ImagesRoot_IsFoundAboveTheJson()
     {
         var root = DsvcEvaluation.FindImagesRoot(Path.Combine(EvalData, "eval_single.json"));

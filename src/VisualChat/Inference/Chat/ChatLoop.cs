@@ -42,7 +42,7 @@ public sealed class ChatLoop(ChatSession session, TextReader input, TextWriter o
             try {
                 if (!Execute(command, cancellationToken)) break;
             } catch (ContextFullException e) {
-                error.WriteLine($"error: {e.Message}");
+                error.WriteLine($"error: {e.Message} Type /reset to start a new conversation.");
             } catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or InvalidOperationException
                                            or UnauthorizedAccessException or UriFormatException or Vision.ImageDecodeException or NotSupportedException) {
                 error.WriteLine($"error: {e.Message}");

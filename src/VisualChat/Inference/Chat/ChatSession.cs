@@ -9,7 +9,7 @@ namespace VisualChat.Inference.Chat;
 
 /// <summary>The next round would not fit in the model's context (LLaMA max_position_embeddings).</summary>
 public sealed class ContextFullException(long needed, long maxContext)
-    : InvalidOperationException($"The conversation is full: the next round needs {needed} positions but the model's context holds {maxContext} (max_position_embeddings). Start over with /reset.")
+    : InvalidOperationException($"The conversation is full: the next round needs {needed} positions but the model's context holds {maxContext} (max_position_embeddings).")
 {
     public long Needed { get; } = needed;
     public long MaxContext { get; } = maxContext;

@@ -50,8 +50,8 @@ public sealed class DsvcEvaluation(VisualChatModel model, GenerationOptions opti
         return null;
     }
 
-    /// <summary>Runs every case; a case with a missing image is skipped (reported through <paramref name="onSkipped"/>).
-    /// Returns the rows in input order.</summary>
+    /// <summary>Runs every case; a case with a missing image, or one whose batch outgrows the model's context, is skipped
+    /// and reported through <paramref name="onSkipped"/> with the reason. Returns the rows in input order.</summary>
     public (IReadOnlyList<EvalRow> Rows, EvalSummary Summary) Run(IReadOnlyList<EvalCase> cases, Action<EvalCase, string>? onSkipped = null, CancellationToken cancellationToken = default)
     {
         var clock = Stopwatch.StartNew();
@@ -60,15 +60,24 @@ public sealed class DsvcEvaluation(VisualChatModel model, GenerationOptions opti
         int skipped = 0;
         for (int i = 0; i < cases.Count; i++) {
             var missing = cases[i].Conversation.Images.OfType<FileImageRef>().FirstOrDefault(image => !File.Exists(image.Path));
-            if (missing is not null) { skipped++; onSkipped?.Invoke(cases[i], missing.Path); continue; }
+            if (missing is not null) { skipped++; onSkipped?.Invoke(cases[i], $"image '{missing.Path}' does not exist"); continue; }
             runnable.Add(i);
         }
         long tokens = 0;
         // Rows of one batch must append a round at every step, so conversations with the same number of rounds go together.
-        foreach (var group in runnable.GroupBy(i => cases[i].Conversation.Rounds.Count))
+        foreach (var group in runnable.GroupBy(i => cases[i].Conversation.Rounds.Count).ToList())
             foreach (var chunk in group.Chunk(Math.Max(1, batchSize))) {
                 cancellationToken.ThrowIfCancellationRequested();
-                tokens += RunBatch(cases, chunk, results);
+                try {
+                    tokens += RunBatch(cases, chunk, results);
+                } catch (ContextFullException e) {
+                    foreach (var i in chunk) {
+                        results[i] = null!;
+                        runnable.Remove(i);
+                        skipped++;
+                        onSkipped?.Invoke(cases[i], e.Message);
+                    }
+                }
             }
         var rows = results.Where(r => r is not null).SelectMany(r => r).ToList();
         return (rows, new EvalSummary(runnable.Count, skipped, rows.Count, tokens, clock.Elapsed));
