@@ -96,6 +96,14 @@ public sealed class ChatCommandTests(ChatTestModel fixture) : IClassFixture<Chat
         int rc = root.Parse(["chat", "--model", Path.Combine(fixture.Root, "no-such-model")]).Invoke(new InvocationConfiguration { Output = new StringWriter(), Error = error });
         Assert.Equal(1, rc);
         Assert.Contains("no-such-model", error.ToString());
+
+        if (!Directory.Exists(ChatCommand.DefaultModelFolder)) {
+            error = new StringWriter();
+            rc = root.Parse(["chat"]).Invoke(new InvocationConfiguration { Output = new StringWriter(), Error = error });
+            Assert.Equal(1, rc);
+            Assert.Contains("--model", error.ToString());
+            Assert.Contains(ChatCommand.DefaultModelFolder, error.ToString());
+        }
     }
 }
 
