@@ -7,12 +7,14 @@ public static class CommandCatalog
 {
     public static IEnumerable<Command> All()
     {
+        yield return ChatCommand.Create();
+        yield return EvalCommand.Create();
+        yield return TrainCommand.Create();
+        yield return ExportCommand.Create();
+        yield return InitModelCommand.Create();
+        yield return GenerateCommand.Create();
         yield return TokenizeCommand.Create();
         yield return DataInspectCommand.Create();
         yield return BenchCommand.Create();
-        yield return InitModelCommand.Create();
-        yield return GenerateCommand.Create();
-        yield return TrainCommand.Create();
-        yield return ExportCommand.Create();
     }
 }

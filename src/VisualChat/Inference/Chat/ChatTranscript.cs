@@ -45,4 +45,6 @@ public sealed class ChatTranscriptRound
     [JsonPropertyName("images")] public List<string> Images { get; set; } = [];
     [JsonPropertyName("question")] public string Question { get; set; } = "";
     [JsonPropertyName("answer")] public string? Answer { get; set; }
+    /// <summary>The answer's token ids as generated (EOS included), so loading restores the exact cache; optional.</summary>
+    [JsonPropertyName("answer_ids")] public List<int>? AnswerIds { get; set; }
 }
