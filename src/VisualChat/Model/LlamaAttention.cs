@@ -11,10 +11,10 @@ public sealed class LlamaAttention : nn.Module<Tensor, DecoderLayerContext, Tens
     readonly int numHeads;
     readonly int numKeyValueHeads;
     readonly int headDim;
-    public readonly Linear q_proj;
-    public readonly Linear k_proj;
-    public readonly Linear v_proj;
-    public readonly Linear o_proj;
+    public readonly nn.Module<Tensor, Tensor> q_proj;
+    public readonly nn.Module<Tensor, Tensor> k_proj;
+    public readonly nn.Module<Tensor, Tensor> v_proj;
+    public readonly nn.Module<Tensor, Tensor> o_proj;
 
     public LlamaAttention(LlamaConfig config, int layerIndex, bool initialize = true) : base(nameof(LlamaAttention))
     {

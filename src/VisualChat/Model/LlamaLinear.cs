@@ -15,3 +15,16 @@ public static class LlamaLinear
         return nn.Linear(new Parameter(empty(outFeatures, inFeatures)), hasBias ? new Parameter(empty(outFeatures)) : null);
     }
 }
+
+/// <summary>Weight access for projection slots that hold a plain <see cref="Linear"/> or an adapter wrapping one
+/// (the LLaMA projections are typed as modules so LoRA can replace them).</summary>
+public static class LinearSlot
+{
+    /// <summary>The [out, in] weight of a Linear, or of the Linear an adapter wraps (its <c>base_layer</c>).</summary>
+    public static Tensor Weight(this nn.Module<Tensor, Tensor> layer) => layer switch
+    {
+        Linear linear => linear.weight!,
+        _ => layer.named_parameters().FirstOrDefault(p => p.name is "weight" or "base_layer.weight").parameter
+             ?? throw new InvalidOperationException($"{layer.GetType().Name} holds no linear weight."),
+    };
+}

@@ -7,9 +7,9 @@ namespace VisualChat.Model;
 /// <summary>SwiGLU feed-forward: down(silu(gate(x)) * up(x)).</summary>
 public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
 {
-    public readonly Linear gate_proj;
-    public readonly Linear up_proj;
-    public readonly Linear down_proj;
+    public readonly nn.Module<Tensor, Tensor> gate_proj;
+    public readonly nn.Module<Tensor, Tensor> up_proj;
+    public readonly nn.Module<Tensor, Tensor> down_proj;
 
     public LlamaMLP(LlamaConfig config, bool initialize = true) : base(nameof(LlamaMLP))
     {

@@ -112,3 +112,19 @@ public class ShapesThroughJsonlReaderTests
         finally { Directory.Delete(folder, true); }
     }
 }
+
+public class ShapesGeneratorStabilityTests
+{
+    [Fact]
+    public void ConversationsAreTheSameInEveryProcess()
+    {
+        // Pinned values: a per-process hash (HashCode) would change them from run to run.
+        var conversation = new ShapesConversationGenerator(1).Generate(0);
+        var first = conversation.Rounds[0];
+        Assert.Equal("How many images have I shown you?", first.Question);
+        Assert.Equal("2", first.Answer);
+        Assert.Equal(1, conversation.Rounds.Count);
+        var later = new ShapesConversationGenerator(1).Generate(7);
+        Assert.Equal(later.Rounds.Select(r => (r.Question, r.Answer)), new ShapesConversationGenerator(1).Generate(7).Rounds.Select(r => (r.Question, r.Answer)));
+    }
+}

@@ -72,10 +72,10 @@ public class LlamaModuleTests
         var config = LlamaTestModels.Tiny();
         using var model = new LlamaForCausalLM(config, seed: 1);
         var attention = model.model.layers[0].self_attn;
-        Assert.Equal(new long[] { 64, 64 }, attention.q_proj.weight!.shape);
-        Assert.Equal(new long[] { 32, 64 }, attention.k_proj.weight!.shape);   // 2 KV heads × 16
-        Assert.Equal(new long[] { 32, 64 }, attention.v_proj.weight!.shape);
-        Assert.Equal(new long[] { 64, 64 }, attention.o_proj.weight!.shape);
+        Assert.Equal(new long[] { 64, 64 }, attention.q_proj.Weight().shape);
+        Assert.Equal(new long[] { 32, 64 }, attention.k_proj.Weight().shape);   // 2 KV heads × 16
+        Assert.Equal(new long[] { 32, 64 }, attention.v_proj.Weight().shape);
+        Assert.Equal(new long[] { 64, 64 }, attention.o_proj.Weight().shape);
         var output = model.forward(new CausalLMInput(InputIds: randint(0, 128, new long[] { 3, 5 }), OutputHiddenStates: true));
         Assert.Equal(new long[] { 3, 5, 128 }, output.Logits.shape);
         Assert.Equal(new long[] { 3, 5, 64 }, output.LastHiddenState!.shape);
@@ -212,7 +212,7 @@ public class LlamaModuleTests
         var ids = tensor(new long[] { 1, 5, 77, 3, 100, 42 }).unsqueeze(0);
         var fp32 = model.forward(new CausalLMInput(InputIds: ids)).Logits;
         model.to(ScalarType.BFloat16);
-        Assert.Equal(ScalarType.BFloat16, model.model.layers[1].mlp.up_proj.weight!.dtype);
+        Assert.Equal(ScalarType.BFloat16, model.model.layers[1].mlp.up_proj.Weight().dtype);
         var bf16 = model.forward(new CausalLMInput(InputIds: ids)).Logits;
         Assert.Equal(ScalarType.BFloat16, bf16.dtype);
         Assert.True(LlamaTestModels.MaxAbsDiff(fp32, bf16) < 0.1f, $"bf16 differs by {LlamaTestModels.MaxAbsDiff(fp32, bf16)}");

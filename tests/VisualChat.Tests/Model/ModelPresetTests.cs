@@ -94,7 +94,7 @@ public class ModelPresetTests
         Assert.Equal("float32", model.Config.TorchDtype);
         var norm = model.model.norm.weight;
         Assert.Equal(1f, norm.min().item<float>());
-        var std = model.model.layers[0].mlp.up_proj.weight!.std().item<float>();
+        var std = model.model.layers[0].mlp.up_proj.Weight().std().item<float>();
         Assert.InRange(std, 0.018f, 0.022f);
 
         var prompt = tokenizer.Encode("The cat", addBos: true);

@@ -1,3 +1,4 @@
+using VisualChat.Model;
 using TorchSharp;
 using VisualChat.Data;
 using VisualChat.Training;
@@ -89,13 +90,13 @@ public class GenericTrainerTests
     {
         using var kit = new TrainingTestKit();
         using var model = TrainingTestKit.TinyModel();
-        var frozenBefore = model.model.layers[0].mlp.up_proj.weight!.to(ScalarType.BFloat16).clone();
+        var frozenBefore = model.model.layers[0].mlp.up_proj.Weight().to(ScalarType.BFloat16).clone();
         using var trainer = new Trainer<TrainingBatch>(new LlamaLmTrainable(model), TrainingTestKit.Data(),
             kit.Config(c => { c.Precision = "bf16"; c.MaxSteps = 2; c.EvalEverySteps = 1; }));
         var summary = trainer.Run();
         Assert.Equal(2, summary.Steps);
-        Assert.Equal(ScalarType.BFloat16, model.model.layers[0].mlp.up_proj.weight!.dtype);
-        Assert.True(TrainingTestKit.BitIdentical(frozenBefore, model.model.layers[0].mlp.up_proj.weight!));
+        Assert.Equal(ScalarType.BFloat16, model.model.layers[0].mlp.up_proj.Weight().dtype);
+        Assert.True(TrainingTestKit.BitIdentical(frozenBefore, model.model.layers[0].mlp.up_proj.Weight()));
         var master = trainer.TrainableState().Single().Value;
         Assert.Equal(ScalarType.Float32, master.dtype);
         Assert.True(TrainingTestKit.BitIdentical(master.to(ScalarType.BFloat16), model.model.embed_tokens.weight!));

@@ -24,7 +24,7 @@ public class TrainerTests
             bool same = TrainingTestKit.BitIdentical(before[name], after);
             Assert.True(name == LlamaLmTrainable.EmbeddingParameter ? !same : same, $"{name}: changed = {!same}");
         }
-        Assert.False(model.model.layers[0].self_attn.q_proj.weight!.requires_grad);
+        Assert.False(model.model.layers[0].self_attn.q_proj.Weight().requires_grad);
     }
 
     [Fact]
@@ -144,7 +144,7 @@ public class TrainerTests
         Assert.Equal(1, overflowStep!.Skipped);
         Assert.Equal(32768, overflowStep.LossScale);
         Assert.Equal(1, summary.SkippedSteps);
-        Assert.Equal(ScalarType.Float16, model.model.layers[0].mlp.up_proj.weight!.dtype);
+        Assert.Equal(ScalarType.Float16, model.model.layers[0].mlp.up_proj.Weight().dtype);
     }
 
     [Fact]

@@ -113,10 +113,17 @@ public class TrainingPartsTests
     [Fact]
     public void LoraOnAFieldTypedLinearIsAClearError()
     {
-        using var model = TrainingTestKit.TinyModel();
+        using var model = new LinearField();
         var error = Assert.Throws<InvalidOperationException>(() => LoraInjector.Inject(model, ["q_proj"], 2, 2, 1));
         Assert.Contains("q_proj", error.Message);
         Assert.Contains("Module<Tensor, Tensor>", error.Message);
+    }
+
+    sealed class LinearField : TorchSharp.torch.nn.Module<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>
+    {
+        public readonly TorchSharp.Modules.Linear q_proj = TorchSharp.torch.nn.Linear(4, 4);
+        public LinearField() : base(nameof(LinearField)) => RegisterComponents();
+        public override TorchSharp.torch.Tensor forward(TorchSharp.torch.Tensor x) => q_proj.forward(x);
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using VisualChat.Model;
 using TorchSharp;
 using TorchSharp.Modules;
 using VisualChat.Attention;
@@ -96,10 +97,10 @@ public class AttentionModeTests
         for (int m = 0; m < M; m++) memory[.., m, L + m] = tensor(1f);
         var layer = new GatedCrossAttention(width, 1, width);
         using (no_grad()) {
-            layer.q_proj.weight!.zero_();
-            layer.k_proj.weight!.zero_();
-            layer.v_proj.weight!.copy_(eye(width));
-            layer.o_proj.weight!.copy_(eye(width));
+            layer.q_proj.Weight().zero_();
+            layer.k_proj.Weight().zero_();
+            layer.v_proj.Weight().copy_(eye(width));
+            layer.o_proj.Weight().copy_(eye(width));
             layer.attn_gate.fill_(Math.Atanh(0.5));
         }
         using var kernel = new CausalCrossAttentionKernel(new ModuleList<GatedCrossAttention>(layer));

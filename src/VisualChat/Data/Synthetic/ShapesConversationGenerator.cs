@@ -30,7 +30,8 @@ public sealed class ShapesConversationGenerator
 
     public ShapesConversation Generate(int index)
     {
-        var random = new Random(HashCode.Combine(Seed, index, 0x5eed));
+        // HashCode is randomised per process; StableRandom's hash makes conversation i of seed s the same in every run.
+        var random = new Random((int)(StableRandom.Hash(Seed, "shapes", index) & 0x7fffffff));
         int rounds = random.Next(1, MaxRounds + 1);
         var shown = new List<ShapeScene>();
         var result = new List<ShapesRound>();
