@@ -7,8 +7,10 @@ namespace VisualChat.Demo;
 public sealed record DemoRecipe
 {
     public int Seed { get; init; } = 1234;
-    /// <summary>Intra-op threads for libtorch (the demo's target is a 2-core CPU).</summary>
-    public int Threads { get; init; } = 2;
+    /// <summary>Intra-op threads for libtorch. One: the demo's matrices are tiny, so intra-op parallelism costs more in
+    /// synchronisation than it gains (measured 2 threads ≈ 15× more CPU per LM step on a loaded 2-core machine), and with
+    /// one thread the run's wall time equals its CPU time whatever else the machine is doing.</summary>
+    public int Threads { get; init; } = 1;
 
     // Images: scenes are drawn at 64 px and box-downsampled to the encoder's input size.
     public int ImageSize { get; init; } = 32;
