@@ -35,7 +35,7 @@ public class DemoPipelineTests
         var generator = new ShapesConversationGenerator(7);
         var tokenizer = DemoTokenizer.Build(Enumerable.Range(0, 200).Select(i => template.RenderText(DemoSamples.ToConversation(generator.Generate(i)))), 100);
         foreach (var word in DemoTokenizer.DescriptionWords())
-            Assert.Equal([DemoTokenizer.WordId(tokenizer, word)], tokenizer.Encode(word));
+            Assert.Equal(word, tokenizer.Decode([DemoTokenizer.WordId(tokenizer, word)]));
         for (int i = 200; i < 260; i++)
         {
             var shapes = generator.Generate(i);
