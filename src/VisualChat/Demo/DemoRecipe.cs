@@ -21,9 +21,9 @@ public sealed record DemoRecipe
     public int VisionLayers { get; init; } = 2;
     public int VisionHeads { get; init; } = 4;
     public int VisionImages { get; init; } = 6000;
-    public int VisionSteps { get; init; } = 600;
+    public int VisionSteps { get; init; } = 1500;
     public int VisionBatch { get; init; } = 64;
-    public double VisionLearningRate { get; init; } = 2e-3;
+    public double VisionLearningRate { get; init; } = 3e-3;
 
     // Tokenizer: byte-fallback BPE learned from template text.
     public int BpeMerges { get; init; } = 160;
@@ -35,7 +35,7 @@ public sealed record DemoRecipe
     public int LmLayers { get; init; } = 3;
     public int LmHeads { get; init; } = 4;
     public int LmIntermediate { get; init; } = 192;
-    public int LmSteps { get; init; } = 1500;
+    public int LmSteps { get; init; } = 2000;
     public int LmBatch { get; init; } = 32;
     public double LmLearningRate { get; init; } = 3e-3;
 
