@@ -21,7 +21,7 @@ public sealed record DemoRecipe
     public int VisionLayers { get; init; } = 2;
     public int VisionHeads { get; init; } = 4;
     public int VisionImages { get; init; } = 6000;
-    public int VisionSteps { get; init; } = 1500;
+    public int VisionSteps { get; init; } = 3000;
     public int VisionBatch { get; init; } = 64;
     public double VisionLearningRate { get; init; } = 3e-3;
 
