@@ -14,11 +14,17 @@ public static class DemoImages
         if (CanvasSize % imageSize != 0)
             throw new ArgumentException($"DemoRecipe.ImageSize {imageSize} must divide the {CanvasSize}-px canvas.", nameof(imageSize));
         using var scope = NewDisposeScope();
-        var bytes = new byte[scenes.Count * CanvasSize * CanvasSize * 3];
+        // Normalized on the managed side: [0, 255] -> [-1, 1] is linear, so it commutes with the box filter, and no
+        // tensor-by-scalar op is needed (one run crashed in libtorch's Scalar conversion of such an op).
+        int plane = CanvasSize * CanvasSize * 3;
+        var values = new float[scenes.Count * plane];
         for (int i = 0; i < scenes.Count; i++)
-            scenes[i].Render(CanvasSize).CopyTo(bytes, i * CanvasSize * CanvasSize * 3);
-        var pixels = tensor(bytes, [scenes.Count, CanvasSize, CanvasSize, 3]).permute(0, 3, 1, 2).to(ScalarType.Float32) / 255f;
+        {
+            var rgb = scenes[i].Render(CanvasSize);
+            for (int j = 0; j < plane; j++) values[i * plane + j] = rgb[j] / 127.5f - 1f;
+        }
+        var pixels = tensor(values, [scenes.Count, CanvasSize, CanvasSize, 3]).permute(0, 3, 1, 2);
         if (imageSize != CanvasSize) pixels = nn.functional.avg_pool2d(pixels, CanvasSize / imageSize);
-        return ((pixels - 0.5f) / 0.5f).contiguous().MoveToOuterDisposeScope();
+        return pixels.contiguous().MoveToOuterDisposeScope();
     }
 }
