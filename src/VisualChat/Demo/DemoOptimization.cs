@@ -1,0 +1,44 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace VisualChat.Demo;
+
+/// <summary>AdamW with linear warm-up and cosine decay to 10 %, shared by all demo stages.</summary>
+public sealed class DemoOptimization : IDisposable
+{
+    readonly optim.Optimizer _optimizer;
+    readonly IReadOnlyList<TorchSharp.Modules.Parameter> _parameters;
+    readonly double _learningRate;
+    readonly int _steps, _warmup;
+
+    public DemoOptimization(IEnumerable<TorchSharp.Modules.Parameter> parameters, double learningRate, int steps, int warmup,
+        double beta1 = 0.9, double beta2 = 0.95, double weightDecay = 0.0)
+    {
+        _parameters = parameters.ToList();
+        if (_parameters.Count == 0) throw new ArgumentException("Nothing to train: no parameter requires grad.", nameof(parameters));
+        _learningRate = learningRate;
+        _steps = Math.Max(1, steps);
+        _warmup = Math.Max(0, Math.Min(warmup, steps / 4));
+        _optimizer = optim.AdamW(_parameters, learningRate, beta1, beta2, weight_decay: weightDecay);
+    }
+
+    public double LearningRateAt(int step)
+    {
+        if (step < _warmup) return _learningRate * (step + 1) / _warmup;
+        double progress = (double)(step - _warmup) / Math.Max(1, _steps - _warmup);
+        return _learningRate * (0.1 + 0.9 * 0.5 * (1 + Math.Cos(Math.PI * Math.Min(1.0, progress))));
+    }
+
+    /// <summary>One update from <paramref name="loss"/>; returns the loss value.</summary>
+    public float Step(int step, Tensor loss)
+    {
+        foreach (var group in _optimizer.ParamGroups) group.LearningRate = LearningRateAt(step);
+        _optimizer.zero_grad();
+        loss.backward();
+        nn.utils.clip_grad_norm_(_parameters, 1.0);
+        _optimizer.step();
+        return loss.item<float>();
+    }
+
+    public void Dispose() => _optimizer.Dispose();
+}

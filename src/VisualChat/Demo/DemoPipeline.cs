@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using TorchSharp;
+using VisualChat.Data.Synthetic;
+using VisualChat.Model;
+using VisualChat.Text;
+using VisualChat.Vision;
+using static TorchSharp.torch;
+
+namespace VisualChat.Demo;
+
+/// <summary>Wall-clock and process CPU seconds of one stage.</summary>
+public sealed record StageTiming(string Stage, double WallSeconds, double CpuSeconds);
+
+/// <summary>What <see cref="DemoPipeline.Run"/> measured. <see cref="Accuracy"/> is the VisualChat model (images through
+/// encoder + projection); <see cref="DescribedAccuracy"/> is the frozen LM with the true descriptions in the image
+/// slots, the ceiling the projection can reach.</summary>
+public sealed record DemoResult(
+    IReadOnlyDictionary<ShapesQuestion, double> AccuracyPerKind,
+    double Accuracy,
+    IReadOnlyDictionary<ShapesQuestion, double> DescribedAccuracyPerKind,
+    double DescribedAccuracy,
+    VisionReport Vision,
+    IReadOnlyList<StageTiming> Timings,
+    int VocabSize)
+{
+    public double TotalWallSeconds => Timings.Sum(t => t.WallSeconds);
+    public double TotalCpuSeconds => Timings.Sum(t => t.CpuSeconds);
+}
+
+/// <summary>
+/// <c>vchat demo</c>: data generation → vision pretraining → LM pretraining → DeepSpeed-VisualChat training →
+/// evaluation on held-out synthetic multi-image conversations, all seeded from <see cref="DemoRecipe.Seed"/>.
+/// </summary>
+public static class DemoPipeline
+{
+    public static DemoResult Run(DemoRecipe recipe, string outputFolder, TextWriter log)
+    {
+        ArgumentNullException.ThrowIfNull(recipe);
+        Directory.CreateDirectory(outputFolder);
+        torch.set_num_threads(recipe.Threads);
+        var timings = new List<StageTiming>();
+        T Stage<T>(string name, Func<T> work)
+        {
+            log.WriteLine($"[{name}]");
+            var cpu = Process.GetCurrentProcess().TotalProcessorTime;
+            var clock = Stopwatch.StartNew();
+            var result = work();
+            var timing = new StageTiming(name, clock.Elapsed.TotalSeconds, (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds);
+            timings.Add(timing);
+            log.WriteLine($"  {name}: {timing.WallSeconds:F1} s wall, {timing.CpuSeconds:F1} s CPU");
+            return result;
+        }
+
+        var template = new ConversationTemplate(new ConversationTemplateOptions { SystemPrompt = recipe.SystemPrompt });
+        var chatGenerator = new ShapesConversationGenerator(recipe.Seed + 2);
+        var evalGenerator = new ShapesConversationGenerator(recipe.Seed + 3);
+
+        var (tokenizer, chatSamples, evalSamples) = Stage("data", () =>
+        {
+            var corpusGenerator = new ShapesConversationGenerator(recipe.Seed + 1);
+            var corpus = Enumerable.Range(0, 2000).Select(i => template.RenderText(DemoSamples.ToConversation(corpusGenerator.Generate(i))));
+            var tokenizer = DemoTokenizer.Build(corpus, recipe.BpeMerges);
+            tokenizer.Save(Path.Combine(outputFolder, "tokenizer"));
+            var chat = Enumerable.Range(0, recipe.ChatConversations).Select(i => DemoSamples.Encode(chatGenerator.Generate(i), template, tokenizer)).ToArray();
+            var eval = Enumerable.Range(0, recipe.EvalConversations).Select(i => DemoSamples.Encode(evalGenerator.Generate(i), template, tokenizer)).ToArray();
+            if (recipe.WriteEvalJsonl) evalGenerator.WriteJsonl(Path.Combine(outputFolder, "eval"), "shapes-eval.jsonl", 0, recipe.EvalConversations);
+            log.WriteLine($"  vocab {tokenizer.VocabSize}; mean tokens per conversation {chat.Average(s => s.InputIds.Length):F1}");
+            return (tokenizer, chat, eval);
+        });
+
+        var (encoder, vision) = Stage("vision pretraining", () => VisionPretraining.Run(recipe, log));
+        using var kernel = new DemoMmcaKernel();
+        var (lm, _) = Stage("lm pretraining", () => LanguagePretraining.Run(recipe, tokenizer, template, kernel, log));
+        var projection = VisualChatTraining.CreateProjection(recipe);
+
+        Stage("visualchat training", () =>
+        {
+            using var features = VisualChatTraining.EncodeImages(encoder, chatSamples.SelectMany(s => s.Scenes).ToArray(), recipe.ImageSize);
+            return VisualChatTraining.Run(recipe, lm, projection, chatSamples, features, VisualChatTraining.FirstImageIndex(chatSamples), log);
+        });
+
+        var (visual, described) = Stage("evaluation", () => Evaluate(recipe, lm, encoder, projection, tokenizer, evalSamples));
+        log.WriteLine($"  VisualChat (images): {visual}");
+        log.WriteLine($"  LM with true descriptions: {described}");
+        var result = new DemoResult(visual.PerKind, visual.Overall, described.PerKind, described.Overall, vision, timings, tokenizer.VocabSize);
+        log.WriteLine($"total: {result.TotalWallSeconds:F1} s wall, {result.TotalCpuSeconds:F1} s CPU");
+        ((nn.Module)projection).Dispose();
+        lm.Dispose();
+        encoder.Dispose();
+        return result;
+    }
+
+    /// <summary>Scores the VisualChat model (images → encoder → projection) and, on the same rounds, the frozen LM
+    /// reading the true descriptions.</summary>
+    public static (DemoScores Visual, DemoScores Described) Evaluate(DemoRecipe recipe, LlamaForCausalLM lm, IVisionEncoder encoder,
+        IProjection projection, SentencePieceTokenizer tokenizer, IReadOnlyList<DemoSample> samples)
+    {
+        var visual = new DemoScores();
+        var described = new DemoScores();
+        var words = DescriptionVocabulary.From(tokenizer);
+        using var noGrad = no_grad();
+        for (int first = 0; first < samples.Count; first += 32)
+        {
+            using var scope = NewDisposeScope();
+            using var batch = DemoSamples.Collate(samples.Skip(first).Take(32).ToArray());
+            var features = VisualChatTraining.EncodeImages(encoder, batch.Scenes, recipe.ImageSize);
+            DemoChatForward.Score(DemoChatForward.Logits(lm, batch, projection.Project(features).squeeze(1)), batch, visual);
+            DemoChatForward.Score(DemoChatForward.Logits(lm, batch, DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words)), batch, described);
+        }
+        return (visual, described);
+    }
+}

@@ -1,0 +1,73 @@
+namespace VisualChat.Demo;
+
+/// <summary>
+/// Every hyperparameter of the <c>vchat demo</c> run in one place: data sizes, the tiny CLIP encoder, the tiny LLaMA,
+/// and the three training stages (vision pretraining, language pretraining, DeepSpeed-VisualChat projection training).
+/// </summary>
+public sealed record DemoRecipe
+{
+    public int Seed { get; init; } = 1234;
+    /// <summary>Intra-op threads for libtorch. One: the demo's matrices are tiny, so intra-op parallelism costs more in
+    /// synchronisation than it gains (measured 2 threads ≈ 15× more CPU per LM step on a loaded 2-core machine), and with
+    /// one thread the run's wall time equals its CPU time whatever else the machine is doing.</summary>
+    public int Threads { get; init; } = 1;
+
+    // Images: scenes are drawn at 64 px and box-downsampled to the encoder's input size.
+    public int ImageSize { get; init; } = 32;
+    public int PatchSize { get; init; } = 8;
+
+    // Vision encoder (CLIP architecture) and its pretraining on kind / colour / count labels.
+    public int VisionWidth { get; init; } = 64;
+    public int VisionLayers { get; init; } = 2;
+    public int VisionHeads { get; init; } = 4;
+    public int VisionImages { get; init; } = 6000;
+    public int VisionSteps { get; init; } = 3000;
+    public int VisionBatch { get; init; } = 64;
+    public double VisionLearningRate { get; init; } = 3e-3;
+
+    // Tokenizer: byte-fallback BPE learned from template text.
+    public int BpeMerges { get; init; } = 160;
+    /// <summary>System prompt of the template; null renders none (the long DSVC default costs ~40 tokens a sample).</summary>
+    public string? SystemPrompt { get; init; }
+
+    // Language model (LLaMA architecture) and its pretraining on conversations with described images.
+    public int LmHidden { get; init; } = 64;
+    public int LmLayers { get; init; } = 3;
+    public int LmHeads { get; init; } = 4;
+    public int LmIntermediate { get; init; } = 192;
+    public int LmSteps { get; init; } = 2000;
+    public int LmBatch { get; init; } = 32;
+    public double LmLearningRate { get; init; } = 3e-3;
+
+    // DeepSpeed-VisualChat stage: frozen encoder + frozen LM, trained projection (perceiver, one query per image).
+    public int ChatConversations { get; init; } = 3000;
+    public int ChatSteps { get; init; } = 400;
+    public int ChatBatch { get; init; } = 32;
+    public double ChatLearningRate { get; init; } = 2e-3;
+    /// <summary>Also train the LM's token embeddings (DSVC trains them; tied to the output head here).</summary>
+    public bool ChatTrainTokenEmbeddings { get; init; }
+    /// <summary>Adam betas of the DSVC stage (the paper's (0, 0.95)).</summary>
+    public double ChatBeta1 { get; init; } = 0.0;
+    public double ChatBeta2 { get; init; } = 0.95;
+
+    public int WarmupSteps { get; init; } = 30;
+    public double WeightDecay { get; init; } = 0.0;
+
+    // Evaluation on held-out conversations (a different generator seed).
+    public int EvalConversations { get; init; } = 600;
+    /// <summary>Write the held-out set as JSONL + PNGs (the project's generic format) into the output folder.</summary>
+    public bool WriteEvalJsonl { get; init; } = true;
+
+    /// <summary>The full recipe (target: ≥ 90 % exact match within 10 minutes on 2 CPU cores).</summary>
+    public static DemoRecipe Default() => new();
+
+    /// <summary>A reduced recipe for tests and smoke runs (well under a minute).</summary>
+    public static DemoRecipe Quick() => new()
+    {
+        VisionImages = 1500, VisionSteps = 150, VisionBatch = 32,
+        BpeMerges = 120,
+        LmHidden = 48, LmLayers = 2, LmIntermediate = 128, LmSteps = 250, LmBatch = 16,
+        ChatConversations = 300, ChatSteps = 80, ChatBatch = 16,
+        EvalConversations = 120, WriteEvalJsonl = false,
+    };
+}

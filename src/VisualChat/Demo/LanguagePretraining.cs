@@ -1,0 +1,53 @@
+using System.Diagnostics;
+using VisualChat.Data.Synthetic;
+using VisualChat.Model;
+using VisualChat.Text;
+using static TorchSharp.torch;
+
+namespace VisualChat.Demo;
+
+/// <summary>
+/// Stage 2: trains the tiny LLaMA from scratch on shapes conversations in the DSVC template where every image is its
+/// description ("3 red circle", as the sum of those words' embeddings at the &lt;image&gt; position, marked
+/// image-modality and read through multi-modal causal attention). The LM thereby learns the template, the questions
+/// and how to read an image slot through MMCA's image branch; it is frozen afterwards.
+/// </summary>
+public static class LanguagePretraining
+{
+    public static LlamaConfig Config(DemoRecipe recipe, int vocabSize) => new()
+    {
+        VocabSize = vocabSize, HiddenSize = recipe.LmHidden, IntermediateSize = recipe.LmIntermediate,
+        NumHiddenLayers = recipe.LmLayers, NumAttentionHeads = recipe.LmHeads, NumKeyValueHeads = recipe.LmHeads,
+        MaxPositionEmbeddings = 1024, TieWordEmbeddings = true, RmsNormEps = 1e-5, BosTokenId = SentencePieceModelBuilder.BosId,
+        EosTokenId = System.Text.Json.Nodes.JsonValue.Create(SentencePieceModelBuilder.EosId),
+    };
+
+    public static (LlamaForCausalLM Lm, float FinalLoss) Run(DemoRecipe recipe, SentencePieceTokenizer tokenizer, ConversationTemplate template,
+        DemoMmcaKernel kernel, TextWriter log)
+    {
+        manual_seed(recipe.Seed + 21);
+        var lm = new LlamaForCausalLM(Config(recipe, tokenizer.VocabSize), seed: recipe.Seed + 21) { AttentionKernel = kernel };
+        lm.train();
+        var words = DescriptionVocabulary.From(tokenizer);
+        var generator = new ShapesConversationGenerator(recipe.Seed + 22);
+        using var optimization = new DemoOptimization(lm.parameters(), recipe.LmLearningRate, recipe.LmSteps, recipe.WarmupSteps,
+            weightDecay: recipe.WeightDecay);
+        float loss = float.NaN;
+        var clock = Stopwatch.StartNew();
+        for (int step = 0; step < recipe.LmSteps; step++)
+        {
+            // Fresh conversations every step: text is free to generate, so the LM never sees a sample twice.
+            var samples = Enumerable.Range(step * recipe.LmBatch, recipe.LmBatch)
+                .Select(i => DemoSamples.Encode(generator.Generate(i), template, tokenizer)).ToArray();
+            using var scope = NewDisposeScope();
+            using var batch = DemoSamples.Collate(samples);
+            var logits = DemoChatForward.Logits(lm, batch, DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words));
+            loss = optimization.Step(step, DemoChatForward.Loss(logits, batch.Labels));
+            if (step % 100 == 0 || step == recipe.LmSteps - 1)
+                log.WriteLine($"  lm step {step,4}: loss {loss:F4} ({clock.Elapsed.TotalSeconds:F0} s)");
+        }
+        foreach (var p in lm.parameters()) p.requires_grad = false;
+        lm.eval();
+        return (lm, loss);
+    }
+}

@@ -1,0 +1,74 @@
+using VisualChat.Attention;
+using VisualChat.Data.Synthetic;
+using VisualChat.Demo;
+using VisualChat.Text;
+
+namespace VisualChat.Tests.Demo;
+
+public class DemoPipelineTests
+{
+    [Fact]
+    public void QuickRecipeLearnsWellAboveChance()
+    {
+        var folder = Path.Combine(Path.GetTempPath(), "vchat-demo-test-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var log = new StringWriter();
+            var result = DemoPipeline.Run(DemoRecipe.Quick(), folder, log);
+            // Chance: colour 1/6, shape 1/4, count 1/4, yes/no 1/2; the answer format alone is not enough.
+            Assert.True(result.Vision.ColourAccuracy > 0.8, log.ToString());
+            Assert.True(result.DescribedAccuracy > 0.45, log.ToString());
+            Assert.True(result.Accuracy > 0.35, log.ToString());
+            Assert.Equal(5, result.Timings.Count);
+            Assert.True(File.Exists(Path.Combine(folder, "tokenizer", "tokenizer.model")) || Directory.EnumerateFiles(Path.Combine(folder, "tokenizer")).Any());
+        }
+        finally
+        {
+            if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void TokenizerKeepsTheAnswerBoundaryAndDescriptionWords()
+    {
+        var template = new ConversationTemplate(new ConversationTemplateOptions { SystemPrompt = null });
+        var generator = new ShapesConversationGenerator(7);
+        var tokenizer = DemoTokenizer.Build(Enumerable.Range(0, 200).Select(i => template.RenderText(DemoSamples.ToConversation(generator.Generate(i)))), 100);
+        foreach (var word in DemoTokenizer.DescriptionWords())
+            Assert.Equal(word, tokenizer.Decode([DemoTokenizer.WordId(tokenizer, word)]));
+        for (int i = 200; i < 260; i++)
+        {
+            var shapes = generator.Generate(i);
+            var sample = DemoSamples.Encode(shapes, template, tokenizer);
+            Assert.Equal(shapes.Rounds.Count, sample.Answers.Length);
+            Assert.Equal(shapes.Images.Count(), sample.ImagePositions.Length);
+            for (int r = 0; r < shapes.Rounds.Count; r++)
+            {
+                var (start, end, kind) = sample.Answers[r];
+                Assert.Equal(shapes.Rounds[r].Kind, kind);
+                Assert.Equal(tokenizer.EosId, sample.InputIds[end - 1]);
+                Assert.Equal(shapes.Rounds[r].Answer, tokenizer.Decode(sample.InputIds[start..(end - 1)]));
+            }
+        }
+    }
+
+    [Fact]
+    public void CollateMarksImagesTextAndPadding()
+    {
+        var template = new ConversationTemplate(new ConversationTemplateOptions { SystemPrompt = null });
+        var generator = new ShapesConversationGenerator(9);
+        var tokenizer = DemoTokenizer.Build(Enumerable.Range(0, 50).Select(i => template.RenderText(DemoSamples.ToConversation(generator.Generate(i)))), 50);
+        var samples = Enumerable.Range(0, 4).Select(i => DemoSamples.Encode(generator.Generate(i), template, tokenizer)).ToArray();
+        using var batch = DemoSamples.Collate(samples);
+        long length = batch.InputIds.shape[1];
+        var modality = batch.Modality.data<long>().ToArray();
+        var slots = batch.ImageSlots.data<long>().ToArray();
+        Assert.Equal(samples.Sum(s => s.ImagePositions.Length), slots.Length);
+        Assert.All(slots, s => Assert.Equal((long)TokenModality.Image, modality[s]));
+        for (int b = 0; b < samples.Length; b++)
+        {
+            Assert.Equal((long)TokenModality.Text, modality[b * length]);
+            if (samples[b].InputIds.Length < length) Assert.Equal((long)TokenModality.Padding, modality[b * length + length - 1]);
+        }
+    }
+}
