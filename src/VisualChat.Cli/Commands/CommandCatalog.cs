@@ -7,6 +7,7 @@ public static class CommandCatalog
 {
     public static IEnumerable<Command> All()
     {
+        yield return DemoCommand.Create();
         yield return ChatCommand.Create();
         yield return EvalCommand.Create();
         yield return TrainCommand.Create();

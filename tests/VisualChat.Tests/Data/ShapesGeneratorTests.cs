@@ -123,7 +123,7 @@ public class ShapesGeneratorStabilityTests
         var first = conversation.Rounds[0];
         Assert.Equal("How many images have I shown you?", first.Question);
         Assert.Equal("2", first.Answer);
-        Assert.Equal(1, conversation.Rounds.Count);
+        Assert.Single(conversation.Rounds);
         var later = new ShapesConversationGenerator(1).Generate(7);
         Assert.Equal(later.Rounds.Select(r => (r.Question, r.Answer)), new ShapesConversationGenerator(1).Generate(7).Rounds.Select(r => (r.Question, r.Answer)));
     }
