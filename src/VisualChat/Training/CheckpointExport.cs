@@ -70,6 +70,10 @@ public static class CheckpointExport
             }
             log?.Invoke($"applied {source.Entries.Count} trained tensors from {weights}");
         }
-        if (config.LoraDim > 0) log?.Invoke($"merged {LoraInjector.MergeAndUnwrap(model)} LoRA adapters into their weights");
+        if (config.LoraDim > 0)
+        {
+            int merged = LoraInjector.MergeAndUnwrap(model);
+            log?.Invoke($"merged {merged} LoRA adapters into their weights");
+        }
     }
 }

@@ -161,12 +161,21 @@ public static class TrainingRunFactory
             config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed) { Log = log };
 
         model.to(TorchSharp.torch.device(config.Device));
+        var trainable = new VisualChatTrainable(model);
+        bool visionTrains = model.vision.named_parameters().Any(p => ParameterSelection.MatchesAny("vision." + p.name, config.Unfreeze));
         if (config.LoraDim > 0)
         {
             var wrapped = LoraInjector.Inject(model, config.LoraModuleName, config.LoraDim, config.LoraAlpha ?? config.LoraDim, config.Seed);
             log?.Invoke($"LoRA rank {config.LoraDim} on {wrapped.Count} Linear layers");
+            visionTrains |= wrapped.Any(name => name.StartsWith("vision.", StringComparison.Ordinal));
         }
-        var trainable = new VisualChatTrainable(model);
+        if (visionTrains)
+        {
+            // The encoder must run with autograd (and bypass the feature cache) for its LoRA or unfrozen tensors to
+            // learn; the trainer still freezes every tensor it does not select.
+            model.VisionEncoder.Unfreeze();
+            log?.Invoke("the vision encoder runs with gradients (LoRA or unfreeze selects some of its tensors)");
+        }
         var manifest = new JsonObject {
             ["model"] = new JsonObject {
                 ["kind"] = config.Model.Kind, ["path"] = Full(config.Model.Path), ["lm"] = Full(config.Model.Lm), ["vision"] = Full(config.Model.Vision),

@@ -66,3 +66,45 @@ public sealed class VisualChatTrainingTests : IDisposable
         Assert.Contains(messages, m => m.Contains("skipped sample") && m.Contains("train.jsonl"));
     }
 }
+
+public sealed class VisualChatLoraTrainingTests : IDisposable
+{
+    readonly string _dir = Directory.CreateTempSubdirectory("vc-lora").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Fact]
+    public void LoraOnTheLanguageModelAndTheVisionEncoderTrainsOnlyAdaptersAndExportsWithOriginalNames()
+    {
+        var modelFolder = Path.Combine(_dir, "model");
+        using (var model = VisualChatPresets.Create(VisualChatPresets.Tiny, seed: 3)) model.Save(modelFolder);
+        new ShapesConversationGenerator(2).WriteJsonl(Path.Combine(_dir, "data"), "train.jsonl", 0, 12);
+        File.WriteAllText(Path.Combine(_dir, "data.json"),
+            "{\"root\": \"data\", \"eval_fraction\": 0, \"datasets\": [{\"name\": \"shapes\", \"format\": \"jsonl\", \"path\": \"train.jsonl\"}]}");
+        var config = TrainingConfig.Parse($$"""
+            {"model": {"kind": "visualchat", "path": "{{modelFolder}}"}, "data_config": "{{Path.Combine(_dir, "data.json")}}",
+             "output_dir": "{{Path.Combine(_dir, "run")}}", "per_device_train_batch_size": 4, "max_steps": 2, "learning_rate": 0.05,
+             "lora_dim": 2, "lora_module_name": ["lm.*q_proj", "vision.*q_proj"], "only_optimize_lora": true}
+            """);
+        using var baseModel = VisualChatModel.Load(modelFolder);
+        var before = baseModel.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+
+        using var run = TrainingRunFactory.Create(config);
+        run.Run();
+        var trained = (VisualChatModel)((Trainer<VisualChatTrainingBatch>)run.Trainer).Model.Module;
+        var names = run.Trainer.TrainableNames;
+        Assert.All(names, n => Assert.Contains(".lora_", n));
+        Assert.Contains(names, n => n.StartsWith("vision.", StringComparison.Ordinal));
+        Assert.Contains(names, n => n.StartsWith("lm.", StringComparison.Ordinal));
+        var state = trained.state_dict();
+        Assert.Contains(state, kv => kv.Key.StartsWith("vision.") && kv.Key.EndsWith("lora_B") && kv.Value.abs().sum().item<float>() > 0);
+        foreach (var (name, tensor) in state.Where(kv => kv.Key.Contains(".base_layer.")))
+            Assert.True(tensor.allclose(before[name.Replace(".base_layer.", ".")], rtol: 0, atol: 0), $"{name} changed");
+
+        var exported = Path.Combine(_dir, "exported");
+        CheckpointExport.Export(Path.Combine(_dir, "run", "final"), exported);
+        using var reloaded = VisualChatModel.Load(exported);
+        Assert.Equal(before.Keys.Order(), reloaded.state_dict().Keys.Order());
+        Assert.Contains(reloaded.state_dict(), kv => kv.Key.StartsWith("vision.") && kv.Key.EndsWith("q_proj.weight") && !kv.Value.allclose(before[kv.Key], rtol: 0, atol: 0));
+    }
+}

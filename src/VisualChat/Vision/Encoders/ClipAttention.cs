@@ -7,10 +7,10 @@ namespace VisualChat.Vision;
 /// <summary>HF <c>CLIPAttention</c>: separate q/k/v/out projections with biases, bidirectional softmax attention.</summary>
 public sealed class ClipAttention : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear k_proj;
-    private readonly Linear v_proj;
-    private readonly Linear q_proj;
-    private readonly Linear out_proj;
+    private readonly nn.Module<Tensor, Tensor> k_proj;   // module-typed so LoRA can wrap it
+    private readonly nn.Module<Tensor, Tensor> v_proj;   // module-typed so LoRA can wrap it
+    private readonly nn.Module<Tensor, Tensor> q_proj;   // module-typed so LoRA can wrap it
+    private readonly nn.Module<Tensor, Tensor> out_proj;   // module-typed so LoRA can wrap it
     private readonly int numHeads;
     private readonly int headDim;
     private readonly double scale;

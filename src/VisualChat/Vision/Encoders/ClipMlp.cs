@@ -7,8 +7,8 @@ namespace VisualChat.Vision;
 /// <summary>HF <c>CLIPMLP</c>: fc1 → activation (quick_gelu or gelu) → fc2.</summary>
 public sealed class ClipMlp : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear fc1;
-    private readonly Linear fc2;
+    private readonly nn.Module<Tensor, Tensor> fc1;   // module-typed so LoRA can wrap it
+    private readonly nn.Module<Tensor, Tensor> fc2;   // module-typed so LoRA can wrap it
     private readonly Func<Tensor, Tensor> activation;
 
     public ClipMlp(int hiddenSize, int intermediateSize, string hiddenAct, string name = "mlp") : base(name)

@@ -11,8 +11,8 @@ namespace VisualChat.Vision;
 /// </summary>
 public sealed class QwenVisualAttention : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear in_proj;
-    private readonly Linear out_proj;
+    private readonly nn.Module<Tensor, Tensor> in_proj;   // module-typed so LoRA can wrap it
+    private readonly nn.Module<Tensor, Tensor> out_proj;   // module-typed so LoRA can wrap it
     private readonly int numHeads;
     private readonly int headDim;
     private readonly double normFactor;

@@ -7,8 +7,8 @@ namespace VisualChat.Vision;
 /// <summary>Qwen-VL block MLP, an nn.Sequential of c_fc → GELU (exact) → c_proj; the GELU slot holds no weights.</summary>
 public sealed class QwenVisualMlp : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear c_fc;
-    private readonly Linear c_proj;
+    private readonly nn.Module<Tensor, Tensor> c_fc;   // module-typed so LoRA can wrap it
+    private readonly nn.Module<Tensor, Tensor> c_proj;   // module-typed so LoRA can wrap it
 
     public QwenVisualMlp(int width, int mlpSize, string name = "mlp") : base(name)
     {
