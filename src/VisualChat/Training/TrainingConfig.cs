@@ -82,6 +82,8 @@ public sealed class TrainingConfig
     /// <summary>none | auto | a checkpoint folder.</summary>
     [JsonPropertyName("resume")] public string Resume { get; set; } = "none";
     [JsonPropertyName("device")] public string Device { get; set; } = "cpu";
+    /// <summary>Recompute each LLaMA decoder layer in backward instead of keeping its activations (less memory, ~1/3 more compute).</summary>
+    [JsonPropertyName("gradient_checkpointing")] public bool GradientCheckpointing { get; set; }
 
     public static readonly string[] Schedules = ["linear", "cosine", "constant", "constant_with_warmup"];
     public static readonly string[] Precisions = ["auto", "fp32", "bf16", "fp16"];

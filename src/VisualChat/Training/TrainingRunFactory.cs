@@ -100,6 +100,7 @@ public static class TrainingRunFactory
             var wrapped = LoraInjector.Inject(model, config.LoraModuleName, config.LoraDim, config.LoraAlpha ?? config.LoraDim, config.Seed);
             log?.Invoke($"LoRA rank {config.LoraDim} on {wrapped.Count} Linear layers");
         }
+        model.model.GradientCheckpointing = config.GradientCheckpointing;
         var trainable = new LlamaLmTrainable(model);
         var manifest = new JsonObject {
             ["model"] = new JsonObject { ["kind"] = config.Model.Kind, ["path"] = Full(config.Model.Path), ["config"] = Full(configPath), ["tokenizer"] = Full(config.Model.Tokenizer ?? config.Model.Path) },
@@ -161,6 +162,7 @@ public static class TrainingRunFactory
             config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed) { Log = log };
 
         model.to(TorchSharp.torch.device(config.Device));
+        model.lm.model.GradientCheckpointing = config.GradientCheckpointing;
         var trainable = new VisualChatTrainable(model);
         bool visionTrains = model.vision.named_parameters().Any(p => ParameterSelection.MatchesAny("vision." + p.name, config.Unfreeze));
         if (config.LoraDim > 0)

@@ -55,6 +55,24 @@ public sealed class VisualChatTrainingTests : IDisposable
     }
 
     [Fact]
+    public void GradientCheckpointingTrainsToTheSameWeights()
+    {
+        Dictionary<string, Tensor> Train(bool checkpointing, string run)
+        {
+            var config = Config($", \"gradient_checkpointing\": {(checkpointing ? "true" : "false")}");
+            config.OutputDir = Path.Combine(_dir, run);
+            using var training = TrainingRunFactory.Create(config);
+            training.Run();
+            var model = ((Trainer<VisualChatTrainingBatch>)training.Trainer).Model.Module;
+            return model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+        }
+        var plain = Train(false, "plain");
+        var checkpointed = Train(true, "checkpointed");
+        foreach (var (name, tensor) in plain)
+            Assert.True((tensor - checkpointed[name]).abs().max().item<float>() < 1e-5f, $"{name} differs with gradient checkpointing");
+    }
+
+    [Fact]
     public void UnreadableImageSkipsItsSampleWithFileAndRecord()
     {
         var config = Config();
