@@ -5,10 +5,13 @@ using TorchSharp;
 
 namespace VisualChat.Weights;
 
-/// <summary>A tensor to write, with the element type it is stored as (converted one tensor at a time while writing).</summary>
-internal readonly record struct TensorToWrite(string Name, torch.Tensor Tensor, torch.ScalarType DType)
+/// <summary>A tensor to write: its name, shape and stored element type, and how to get its values when its bytes are
+/// due — an existing tensor, or one produced on demand so a whole checkpoint never has to exist in memory.</summary>
+internal readonly record struct TensorToWrite(string Name, long[] Shape, torch.ScalarType DType, Func<torch.Tensor> Produce)
 {
-    public long ByteLength => DTypes.NumberOfElements(Tensor.shape) * DTypes.ElementSize(DType);
+    public TensorToWrite(string name, torch.Tensor tensor, torch.ScalarType dtype) : this(name, tensor.shape, dtype, () => tensor) { }
+
+    public long ByteLength => DTypes.NumberOfElements(Shape) * DTypes.ElementSize(DType);
 }
 
 /// <summary>
@@ -81,7 +84,7 @@ internal static class SafetensorsWriter
                 json.WriteStartObject(tensor.Name);
                 json.WriteString("dtype", DTypes.ToSafetensorsName(tensor.DType));
                 json.WriteStartArray("shape");
-                foreach (var size in tensor.Tensor.shape)
+                foreach (var size in tensor.Shape)
                 {
                     json.WriteNumberValue(size);
                 }
@@ -105,15 +108,14 @@ internal static class SafetensorsWriter
 
     private static void WriteData(Stream stream, TensorToWrite tensor)
     {
-        var source = tensor.Tensor;
-        bool direct = source.device_type == DeviceType.CPU && source.dtype == tensor.DType && source.is_contiguous();
-        if (direct)
-        {
-            TensorBytes.ForEachChunk(source, chunk => stream.Write(chunk));
-            return;
-        }
+        // Produced tensors and conversions belong to this scope; an existing tensor handed in is left alone.
         using var scope = torch.NewDisposeScope();
-        var converted = source.to(tensor.DType, torch.CPU).contiguous();
-        TensorBytes.ForEachChunk(converted, chunk => stream.Write(chunk));
+        var source = tensor.Produce();
+        if (!source.shape.SequenceEqual(tensor.Shape))
+            throw new InvalidOperationException(
+                $"Tensor '{tensor.Name}' was produced with shape {DTypes.FormatShape(source.shape)}, expected {DTypes.FormatShape(tensor.Shape)}.");
+        bool direct = source.device_type == DeviceType.CPU && source.dtype == tensor.DType && source.is_contiguous();
+        var stored = direct ? source : source.to(tensor.DType, torch.CPU).contiguous();
+        TensorBytes.ForEachChunk(stored, chunk => stream.Write(chunk));
     }
 }

@@ -82,9 +82,19 @@ public static class TensorFiles
     /// </summary>
     public static void SaveSharded(string folder, IEnumerable<KeyValuePair<string, torch.Tensor>> tensors, long maxShardBytes,
         string baseName = "model", IReadOnlyDictionary<string, string>? metadata = null) =>
-        SaveSharded(folder, tensors.Select(t => new TensorToWrite(t.Key, t.Value, t.Value.dtype)).ToList(), maxShardBytes, baseName, metadata);
+        _ = SaveSharded(folder, tensors.Select(t => new TensorToWrite(t.Key, t.Value, t.Value.dtype)).ToList(), maxShardBytes, baseName, metadata);
 
-    internal static void SaveSharded(string folder, IReadOnlyList<TensorToWrite> tensors, long maxShardBytes, string baseName,
+    /// <summary>
+    /// Like <see cref="SaveSharded(string, IEnumerable{KeyValuePair{string, torch.Tensor}}, long, string, IReadOnlyDictionary{string, string}?)"/>
+    /// for tensors that do not exist yet: each is made by <paramref name="produce"/> only when its bytes are due and
+    /// converted to <paramref name="dtype"/>, so writing a 7B-parameter checkpoint needs memory for one tensor.
+    /// Returns the files written (shards, then the index when sharded).
+    /// </summary>
+    public static IReadOnlyList<string> SaveShardedStreaming(string folder, IReadOnlyList<(string Name, long[] Shape)> tensors, torch.ScalarType dtype,
+        Func<string, long[], torch.Tensor> produce, long maxShardBytes, string baseName = "model", IReadOnlyDictionary<string, string>? metadata = null) =>
+        SaveSharded(folder, tensors.Select(t => new TensorToWrite(t.Name, t.Shape, dtype, () => produce(t.Name, t.Shape))).ToList(), maxShardBytes, baseName, metadata);
+
+    internal static IReadOnlyList<string> SaveSharded(string folder, IReadOnlyList<TensorToWrite> tensors, long maxShardBytes, string baseName,
         IReadOnlyDictionary<string, string>? metadata)
     {
         if (maxShardBytes <= 0)
@@ -110,8 +120,9 @@ public static class TensorFiles
         if (shards.Count == 1)
         {
             SafetensorsWriter.Write(Path.Combine(folder, baseName + ".safetensors"), shards[0], metadata);
-            return;
+            return [baseName + ".safetensors"];
         }
+        var files = new List<string>();
         var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
         for (int i = 0; i < shards.Count; i++)
         {
@@ -121,8 +132,11 @@ public static class TensorFiles
             {
                 weightMap[tensor.Name] = file;
             }
+            files.Add(file);
         }
         WriteIndex(Path.Combine(folder, baseName + ".safetensors.index.json"), totalBytes, weightMap);
+        files.Add(baseName + ".safetensors.index.json");
+        return files;
     }
 
     private static void WriteIndex(string path, long totalBytes, SortedDictionary<string, string> weightMap)

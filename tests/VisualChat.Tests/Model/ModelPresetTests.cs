@@ -11,6 +11,8 @@ namespace VisualChat.Tests.Model;
 
 public class ModelPresetTests
 {
+    static readonly Dictionary<string, string> Pt = new() { ["format"] = "pt" };
+
     [Theory]
     [InlineData("llama2-7b", 6_738_415_616L)]
     [InlineData("llama2-13b", 13_015_864_320L)]
@@ -120,7 +122,7 @@ public class ModelPresetTests
         using var streamed = new TempFolder();
         var shapes = config.ParameterShapes().ToList();
         Assert.Equal(model.state_dict().Keys.OrderBy(k => k, StringComparer.Ordinal), shapes.Select(s => s.Name).OrderBy(k => k, StringComparer.Ordinal));
-        StreamingCheckpointWriter.Write(streamed.Path, shapes, ScalarType.BFloat16, LlamaTestModels.ClosedFormWeight);
+        TensorFiles.SaveShardedStreaming(streamed.Path, shapes, ScalarType.BFloat16, LlamaTestModels.ClosedFormWeight, LlamaForCausalLM.DefaultMaxShardBytes, metadata: Pt);
         Assert.Equal(File.ReadAllBytes(expected.File("model.safetensors")), File.ReadAllBytes(streamed.File("model.safetensors")));
     }
 
@@ -130,7 +132,7 @@ public class ModelPresetTests
         var config = LlamaTestModels.Tiny();
         using var folder = new TempFolder();
         config.Save(folder.File("config.json"));
-        var files = StreamingCheckpointWriter.Write(folder.Path, config.ParameterShapes().ToList(), ScalarType.Float16, LlamaTestModels.ClosedFormWeight, maxShardBytes: 30_000);
+        var files = TensorFiles.SaveShardedStreaming(folder.Path, config.ParameterShapes().ToList(), ScalarType.Float16, LlamaTestModels.ClosedFormWeight, 30_000, metadata: Pt);
         Assert.Equal("model.safetensors.index.json", files[^1]);
         Assert.True(files.Count > 3);
 

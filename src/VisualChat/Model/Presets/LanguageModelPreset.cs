@@ -1,3 +1,4 @@
+using VisualChat.Weights;
 using VisualChat.Text;
 using static TorchSharp.torch;
 
@@ -62,13 +63,13 @@ public sealed class LanguageModelPreset : IModelPreset
         using var generator = new Generator((ulong)options.Seed);
         int written = 0;
         var shapes = config.ParameterShapes().ToList();
-        var files = StreamingCheckpointWriter.Write(folder, shapes, dtype, (name, shape) => {
+        var files = TensorFiles.SaveShardedStreaming(folder, shapes, dtype, (name, shape) => {
             written++;
             options.Log?.WriteLine($"  [{written}/{shapes.Count}] {name} [{string.Join(", ", shape)}]");
             return name.EndsWith("norm.weight", StringComparison.Ordinal) ? ones(shape)
                 : name.EndsWith(".bias", StringComparison.Ordinal) ? zeros(shape)
                 : randn(shape, generator: generator).mul_(config.InitializerRange);
-        }, options.MaxShardBytes);
+        }, options.MaxShardBytes, metadata: new Dictionary<string, string> { ["format"] = "pt" });
         return new PresetWriteResult(folder, new[] { "config.json" }.Concat(files).ToList(), weightBytes, hasTokenizer);
     }
 

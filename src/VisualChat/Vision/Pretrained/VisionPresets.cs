@@ -21,7 +21,7 @@ public sealed record VisionPresetInfo(string Name, string Title, VisionEncoderFa
 {
     public long Parameters => VisionTensorLayout.ParameterCount(Tensors);
 
-    public long Bytes(ScalarType dtype) => StreamingSafetensorsWriter.DataBytes(Tensors, dtype);
+    public long Bytes(ScalarType dtype) => Tensors.Sum(s => s.Elements * DTypes.ElementSize(dtype));
 
     public ClipVisionConfig ClipConfig => Config as ClipVisionConfig
         ?? throw new InvalidOperationException($"Vision preset '{Name}' is a {Family} encoder, not CLIP.");
@@ -101,8 +101,10 @@ public static class VisionPresets
         VisionEncoderFolder.WriteConfig(folder, info.Config, dtype);
         VisionEncoderFolder.WriteProcessor(folder, info.Processor);
         using var generator = new Generator((ulong)seed);
-        StreamingSafetensorsWriter.Write(Path.Combine(folder, VisionEncoderFolder.WeightsFile), info.Tensors, dtype,
-            spec => VisionWeightInit.Generate(spec.Name, spec.Shape, generator));
+        // One file (vision folders are never sharded), each tensor generated when its bytes are due.
+        TensorFiles.SaveShardedStreaming(folder, info.Tensors.Select(t => (t.Name, t.Shape)).ToList(), dtype,
+            (name, shape) => VisionWeightInit.Generate(name, shape, generator), long.MaxValue, Path.GetFileNameWithoutExtension(VisionEncoderFolder.WeightsFile),
+            new Dictionary<string, string> { ["format"] = "pt" });
         return info;
     }
 
