@@ -48,7 +48,7 @@ public static class ChatCommand
                 return 1;
             }
             VisualChatModel model;
-            try { model = VisualChatModel.Load(folder); }
+            try { model = VisualChatModel.Load(folder); DevicePolicy.ConfigureCpuThreads(model.parameters().Sum(p => p.numel())); }
             catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException or ArgumentException) {
                 error.WriteLine($"vchat chat: cannot load model folder '{folder}': {e.Message}");
                 return 1;

@@ -44,6 +44,7 @@ public static class EvalCommand
                 options.Validate();
                 var cases = DsvcEvaluation.ReadCases(json, root);
                 using var model = VisualChatModel.Load(folder);
+                DevicePolicy.ConfigureCpuThreads(model.parameters().Sum(p => p.numel()));
                 var evaluation = new DsvcEvaluation(model, options, batch);
                 var (rows, summary) = evaluation.Run(cases, (c, reason) =>
                     error.WriteLine($"vchat eval: skipping test '{c.TestName}': {reason}."));

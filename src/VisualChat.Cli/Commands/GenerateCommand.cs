@@ -44,6 +44,7 @@ public static class GenerateCommand
                 options.Validate();
                 string? dtypeName = parse.GetValue(dtype);
                 var (lm, tokenizer) = LanguageModelFolder.Load(folder, dtype: dtypeName is null ? null : DevicePolicy.ParseDType(dtypeName));
+                DevicePolicy.ConfigureCpuThreads(lm.Config.ParameterCount());
                 using var _ = lm;
                 var promptIds = tokenizer.Encode(parse.GetValue(prompt)!, addBos: true);
                 var stream = new IncrementalDecoder(ids => tokenizer.Decode(ids), promptIds);

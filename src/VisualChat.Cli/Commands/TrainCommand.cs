@@ -53,6 +53,7 @@ public static class TrainCommand
             try
             {
                 using var run = TrainingRunFactory.Create(config, message => output.WriteLine(message));
+                if (config.Device == "cpu") VisualChat.Model.DevicePolicy.ConfigureCpuThreads(run.ModelParameters);
                 output.WriteLine($"run dir {run.Trainer.RunDir}: {run.Trainer.TrainableNames.Count} trainable tensors, {run.Trainer.TotalSteps} steps, precision {run.Trainer.StorageDtype}");
                 TrainingSummary summary;
                 if (!Console.IsOutputRedirected && ReferenceEquals(output, Console.Out) && AnsiConsole.Profile.Capabilities.Interactive)

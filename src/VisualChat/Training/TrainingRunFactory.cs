@@ -8,11 +8,13 @@ using VisualChat.Weights;
 namespace VisualChat.Training;
 
 /// <summary>A ready-to-run trainer plus what it owns.</summary>
-public sealed class TrainingRun(ITrainer trainer, IDisposable? owned) : IDisposable
+public sealed class TrainingRun(ITrainer trainer, TorchSharp.torch.nn.Module owned) : IDisposable
 {
     public ITrainer Trainer { get; } = trainer;
+    /// <summary>Parameters of the model being trained (all of them, frozen included).</summary>
+    public long ModelParameters { get; } = owned.parameters().Sum(p => p.numel());
     public TrainingSummary Run(CancellationToken cancellationToken = default) => Trainer.Run(cancellationToken);
-    public void Dispose() { Trainer.Dispose(); owned?.Dispose(); }
+    public void Dispose() { Trainer.Dispose(); owned.Dispose(); }
 }
 
 /// <summary>

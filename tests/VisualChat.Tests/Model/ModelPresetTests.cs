@@ -193,3 +193,25 @@ public class ModelPresetTests
         Assert.Equal(ScalarType.Float32, model.model.norm.weight.dtype);
     }
 }
+
+public class CpuThreadPolicyTests
+{
+    [Fact]
+    public void SmallModelsRunOnOneThreadUnlessTheEnvironmentSaysOtherwise()
+    {
+        int before = TorchSharp.torch.get_num_threads();
+        var previous = Environment.GetEnvironmentVariable(DevicePolicy.ThreadsVariable);
+        try
+        {
+            Environment.SetEnvironmentVariable(DevicePolicy.ThreadsVariable, null);
+            Assert.Equal(1, DevicePolicy.ConfigureCpuThreads(100_000));
+            Environment.SetEnvironmentVariable(DevicePolicy.ThreadsVariable, "2");
+            Assert.Equal(2, DevicePolicy.ConfigureCpuThreads(100_000));
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable(DevicePolicy.ThreadsVariable, previous);
+            TorchSharp.torch.set_num_threads(before);
+        }
+    }
+}
