@@ -66,7 +66,7 @@ public sealed record DemoRecipe
     {
         VisionImages = 1500, VisionSteps = 150, VisionBatch = 32,
         BpeMerges = 120,
-        LmHidden = 48, LmLayers = 2, LmIntermediate = 128, LmSteps = 250, LmBatch = 16,
+        LmHidden = 48, LmLayers = 2, LmIntermediate = 128, LmSteps = 350, LmBatch = 16,
         ChatConversations = 300, ChatSteps = 80, ChatBatch = 16,
         EvalConversations = 120, WriteEvalJsonl = false,
     };
