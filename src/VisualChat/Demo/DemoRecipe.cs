@@ -45,7 +45,7 @@ public sealed record DemoRecipe
     public int ChatBatch { get; init; } = 32;
     public double ChatLearningRate { get; init; } = 2e-3;
     /// <summary>Also train the LM's token embeddings (DSVC trains them; tied to the output head here).</summary>
-    public bool ChatTrainTokenEmbeddings { get; init; }
+    public bool ChatTrainTokenEmbeddings { get; init; } = true;
     /// <summary>Adam betas of the DSVC stage (the paper's (0, 0.95)).</summary>
     public double ChatBeta1 { get; init; } = 0.0;
     public double ChatBeta2 { get; init; } = 0.95;
