@@ -11,7 +11,7 @@ public static class DemoCommand
 {
     public static Command Create()
     {
-        var output = new Option<string>("--out") { Description = "Folder for the tokenizer, held-out data and result.json.", DefaultValueFactory = _ => "vchat-demo" };
+        var output = new Option<string>("--out") { Description = "Folder for the model (DIR/model, what `vchat chat` loads by default from runs/demo/model), tokenizer, held-out data, chat images and result.json.", DefaultValueFactory = _ => Path.Combine("runs", "demo") };
         var seed = new Option<int>("--seed") { Description = "Seed of every generator and initialisation.", DefaultValueFactory = _ => DemoRecipe.Default().Seed };
         var quick = new Option<bool>("--quick") { Description = "Reduced recipe (about half a minute; well below the full recipe's accuracy)." };
         var command = new Command("demo", "Train and evaluate a tiny VisualChat on synthetic multi-image shapes conversations (CPU, ~10 min).")

@@ -21,7 +21,9 @@ public sealed record DemoResult(
     double DescribedAccuracy,
     VisionReport Vision,
     IReadOnlyList<StageTiming> Timings,
-    int VocabSize)
+    int VocabSize,
+    string ModelFolder,
+    IReadOnlyList<DemoChatRound> Chat)
 {
     public double TotalWallSeconds => Timings.Sum(t => t.WallSeconds);
     public double TotalCpuSeconds => Timings.Sum(t => t.CpuSeconds);
@@ -82,7 +84,26 @@ public static class DemoPipeline
         var (visual, described) = Stage("evaluation", () => Evaluate(recipe, lm, encoder, projection, tokenizer, evalSamples));
         log.WriteLine($"  VisualChat (images): {visual}");
         log.WriteLine($"  LM with true descriptions: {described}");
-        var result = new DemoResult(visual.PerKind, visual.Overall, described.PerKind, described.Overall, vision, timings, tokenizer.VocabSize);
+        string modelFolder = Path.Combine(outputFolder, "model");
+        var chat = Stage("model folder + chat", () =>
+        {
+            using (var assembled = DemoModel.Assemble(recipe, lm, encoder, projection, tokenizer))
+                assembled.Save(modelFolder);
+            // The chat runs on the folder as `vchat chat` would load it: proof that it round-trips.
+            using var loaded = VisualChatModel.Load(modelFolder);
+            loaded.eval();
+            log.WriteLine($"  saved {modelFolder}; scripted chat on the reloaded model (greedy):");
+            var rounds = DemoModel.PlayChat(loaded, DemoModel.ScriptFor(recipe.Seed + 4), recipe.ImageSize, Path.Combine(outputFolder, "chat"));
+            for (int r = 0; r < rounds.Count; r++)
+            {
+                if (rounds[r].Images.Count > 0) log.WriteLine($"  round {r + 1} images: {string.Join(", ", rounds[r].Images)}");
+                log.WriteLine($"  round {r + 1} user:  {rounds[r].Question}");
+                log.WriteLine($"  round {r + 1} model: {rounds[r].Answer}   (expected: {rounds[r].Expected}{(rounds[r].Correct ? ", correct" : ", WRONG")})");
+            }
+            return rounds;
+        });
+        var result = new DemoResult(visual.PerKind, visual.Overall, described.PerKind, described.Overall, vision, timings, tokenizer.VocabSize,
+            modelFolder, chat);
         log.WriteLine($"total: {result.TotalWallSeconds:F1} s wall, {result.TotalCpuSeconds:F1} s CPU");
         ((nn.Module)projection).Dispose();
         lm.Dispose();

@@ -45,7 +45,7 @@ public sealed record DemoRecipe
     public int ChatBatch { get; init; } = 32;
     public double ChatLearningRate { get; init; } = 2e-3;
     /// <summary>Also train the LM's token embeddings (DSVC trains them; tied to the output head here).</summary>
-    public bool ChatTrainTokenEmbeddings { get; init; }
+    public bool ChatTrainTokenEmbeddings { get; init; } = true;
     /// <summary>Adam betas of the DSVC stage (the paper's (0, 0.95)).</summary>
     public double ChatBeta1 { get; init; } = 0.0;
     public double ChatBeta2 { get; init; } = 0.95;
@@ -66,7 +66,7 @@ public sealed record DemoRecipe
     {
         VisionImages = 1500, VisionSteps = 150, VisionBatch = 32,
         BpeMerges = 120,
-        LmHidden = 48, LmLayers = 2, LmIntermediate = 128, LmSteps = 250, LmBatch = 16,
+        LmHidden = 48, LmLayers = 2, LmIntermediate = 128, LmSteps = 350, LmBatch = 16,
         ChatConversations = 300, ChatSteps = 80, ChatBatch = 16,
         EvalConversations = 120, WriteEvalJsonl = false,
     };

@@ -26,7 +26,9 @@ public static class DemoTokenizer
         foreach (var text in corpus)
         {
             bool first = true;
-            foreach (var line in text.Split('\n'))
+            // <image> is an added token: the tokenizer splits text at it, so BPE must not learn it (or pieces across
+            // it); it then gets the id after the pieces, as the model folder's added token.
+            foreach (var line in text.Replace(ConversationTemplate.ImagePlaceholder, "\n").Split('\n'))
             {
                 var normalized = ((first ? " " : "") + line).Replace(' ', Space);
                 first = false;

@@ -19,8 +19,21 @@ public class DemoPipelineTests
             Assert.True(result.Vision.ColourAccuracy > 0.8, log.ToString());
             Assert.True(result.DescribedAccuracy > 0.45, log.ToString());
             Assert.True(result.Accuracy > 0.35, log.ToString());
-            Assert.Equal(5, result.Timings.Count);
+            Assert.Equal(6, result.Timings.Count);
             Assert.True(File.Exists(Path.Combine(folder, "tokenizer", "tokenizer.model")) || Directory.EnumerateFiles(Path.Combine(folder, "tokenizer")).Any());
+
+            // The saved folder is a real VisualChat model: it loads and answers through the chat API, as the demo's
+            // scripted chat did (greedy, so the same answer).
+            Assert.Equal(3, result.Chat.Count);
+            Assert.All(result.Chat, r => Assert.False(string.IsNullOrWhiteSpace(r.Answer)));
+            Assert.NotEmpty(result.Chat[0].Images);
+            using var model = VisualChat.Model.VisualChatModel.Load(result.ModelFolder);
+            model.eval();
+            Assert.Equal(VisualChat.Model.AttentionMode.Mmca, model.Config.AttentionMode);
+            Assert.Equal(1, model.ImageTokens);
+            using var session = new VisualChat.Inference.Chat.ChatSession(model);
+            foreach (var _ in result.Chat[0].Images) session.AddImage(Path.Combine(folder, "chat", $"image{session.Images.Count + 1}.png"));
+            Assert.Equal(result.Chat[0].Answer, session.Ask(result.Chat[0].Question).Trim());
         }
         finally
         {
