@@ -4,7 +4,7 @@ using VisualChat.Demo;
 
 namespace VisualChat.Cli.Commands;
 
-/// <summary><c>vchat demo [--out DIR] [--seed N] [--quick]</c>: trains a tiny VisualChat from scratch on synthetic
+/// <summary><c>vchat demo [--out DIR] [--seed N] [--quick] [--set Name=value]...</c>: trains a tiny VisualChat from scratch on synthetic
 /// multi-image conversations (vision pretraining, LM pretraining, DSVC projection training) and prints exact-match
 /// accuracy per question kind with the time of each stage; <c>result.json</c> in DIR keeps the numbers.</summary>
 public static class DemoCommand
@@ -14,13 +14,24 @@ public static class DemoCommand
         var output = new Option<string>("--out") { Description = "Folder for the model (DIR/model, what `vchat chat` loads by default from runs/demo/model), tokenizer, held-out data, chat images and result.json.", DefaultValueFactory = _ => Path.Combine("runs", "demo") };
         var seed = new Option<int>("--seed") { Description = "Seed of every generator and initialisation.", DefaultValueFactory = _ => DemoRecipe.Default().Seed };
         var quick = new Option<bool>("--quick") { Description = "Reduced recipe (about half a minute; well below the full recipe's accuracy)." };
+        var overrides = new Option<string[]>("--set") { Description = "Recipe override Name=value (repeatable), e.g. --set ChatSteps=800; the names are those printed on the 'recipe:' line.", AllowMultipleArgumentsPerToken = false };
         var command = new Command("demo", "Train and evaluate a tiny VisualChat on synthetic multi-image shapes conversations (CPU, ~10 min).")
         {
-            output, seed, quick,
+            output, seed, quick, overrides,
         };
         command.SetAction(parse =>
         {
-            var recipe = (parse.GetValue(quick) ? DemoRecipe.Quick() : DemoRecipe.Default()) with { Seed = parse.GetValue(seed) };
+            DemoRecipe recipe;
+            try
+            {
+                recipe = ((parse.GetValue(quick) ? DemoRecipe.Quick() : DemoRecipe.Default()) with { Seed = parse.GetValue(seed) })
+                    .With(parse.GetValue(overrides) ?? []);
+            }
+            catch (ArgumentException e)
+            {
+                parse.InvocationConfiguration.Error.WriteLine($"vchat demo --set: {e.Message}");
+                return 2;
+            }
             var folder = parse.GetValue(output)!;
             var writer = parse.InvocationConfiguration.Output;
             writer.WriteLine($"recipe: {JsonSerializer.Serialize(recipe)}");

@@ -11,6 +11,9 @@ public sealed record DemoRecipe
     /// synchronisation than it gains (measured 2 threads ≈ 15× more CPU per LM step on a loaded 2-core machine), and with
     /// one thread the run's wall time equals its CPU time whatever else the machine is doing.</summary>
     public int Threads { get; init; } = 1;
+    /// <summary>Run vision and LM pretraining at the same time on two threads (each single-threaded inside libtorch):
+    /// they are independent, and on a 2-core machine this halves their wall time.</summary>
+    public bool ParallelPretraining { get; init; } = true;
 
     // Images: scenes are drawn at 64 px and box-downsampled to the encoder's input size.
     public int ImageSize { get; init; } = 32;
@@ -20,7 +23,6 @@ public sealed record DemoRecipe
     public int VisionWidth { get; init; } = 64;
     public int VisionLayers { get; init; } = 2;
     public int VisionHeads { get; init; } = 4;
-    public int VisionImages { get; init; } = 6000;
     public int VisionSteps { get; init; } = 3000;
     public int VisionBatch { get; init; } = 64;
     public double VisionLearningRate { get; init; } = 3e-3;
@@ -58,13 +60,43 @@ public sealed record DemoRecipe
     /// <summary>Write the held-out set as JSONL + PNGs (the project's generic format) into the output folder.</summary>
     public bool WriteEvalJsonl { get; init; } = true;
 
+    /// <summary>
+    /// This recipe with <c>Name=value</c> overrides (property names as in <c>result.json</c>, case-insensitive; values
+    /// in JSON syntax, bare strings allowed). An unknown name or a value of the wrong type is an error naming it.
+    /// </summary>
+    public DemoRecipe With(IEnumerable<string> assignments)
+    {
+        var json = System.Text.Json.JsonSerializer.SerializeToNode(this)!.AsObject();
+        foreach (var assignment in assignments)
+        {
+            int eq = assignment.IndexOf('=');
+            if (eq <= 0) throw new ArgumentException($"Recipe override '{assignment}' is not Name=value.");
+            var name = assignment[..eq].Trim();
+            var key = json.Select(kv => kv.Key).FirstOrDefault(k => string.Equals(k, name, StringComparison.OrdinalIgnoreCase))
+                ?? throw new ArgumentException($"Recipe override '{assignment}': no recipe setting '{name}'. Settings: {string.Join(", ", json.Select(kv => kv.Key))}.");
+            var text = assignment[(eq + 1)..].Trim();
+            System.Text.Json.Nodes.JsonNode? value;
+            try { value = System.Text.Json.Nodes.JsonNode.Parse(text); }
+            catch (System.Text.Json.JsonException) { value = System.Text.Json.Nodes.JsonValue.Create(text); }
+            json[key] = value;
+        }
+        try
+        {
+            return System.Text.Json.JsonSerializer.Deserialize<DemoRecipe>(json) ?? throw new ArgumentException("Recipe overrides produced no recipe.");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            throw new ArgumentException($"Recipe overrides: {e.Message} (check the value's type: number, true/false, or text).");
+        }
+    }
+
     /// <summary>The full recipe (target: ≥ 90 % exact match within 10 minutes on 2 CPU cores).</summary>
     public static DemoRecipe Default() => new();
 
     /// <summary>A reduced recipe for tests and smoke runs (well under a minute).</summary>
     public static DemoRecipe Quick() => new()
     {
-        VisionImages = 1500, VisionSteps = 150, VisionBatch = 32,
+        VisionSteps = 150, VisionBatch = 32,
         BpeMerges = 120,
         LmHidden = 48, LmLayers = 2, LmIntermediate = 128, LmSteps = 350, LmBatch = 16,
         ChatConversations = 300, ChatSteps = 80, ChatBatch = 16,

@@ -22,11 +22,21 @@ public static class LanguagePretraining
         EosTokenId = System.Text.Json.Nodes.JsonValue.Create(SentencePieceModelBuilder.EosId),
     };
 
-    public static (LlamaForCausalLM Lm, float FinalLoss) Run(DemoRecipe recipe, SentencePieceTokenizer tokenizer, ConversationTemplate template,
-        DemoMmcaKernel kernel, TextWriter log)
+    /// <summary>The untrained LM (initialisation draws from libtorch's global generator: create before training
+    /// stages run concurrently).</summary>
+    public static LlamaForCausalLM Create(DemoRecipe recipe, int vocabSize)
     {
         manual_seed(recipe.Seed + 21);
-        var lm = new LlamaForCausalLM(Config(recipe, tokenizer.VocabSize), seed: recipe.Seed + 21) { AttentionKernel = kernel };
+        return new LlamaForCausalLM(Config(recipe, vocabSize), seed: recipe.Seed + 21);
+    }
+
+    public static (LlamaForCausalLM Lm, float FinalLoss) Run(DemoRecipe recipe, SentencePieceTokenizer tokenizer, ConversationTemplate template,
+        DemoMmcaKernel kernel, TextWriter log) => Train(recipe, Create(recipe, tokenizer.VocabSize), tokenizer, template, kernel, log);
+
+    public static (LlamaForCausalLM Lm, float FinalLoss) Train(DemoRecipe recipe, LlamaForCausalLM lm, SentencePieceTokenizer tokenizer,
+        ConversationTemplate template, DemoMmcaKernel kernel, TextWriter log)
+    {
+        lm.AttentionKernel = kernel;
         lm.train();
         var words = DescriptionVocabulary.From(tokenizer);
         var generator = new ShapesConversationGenerator(recipe.Seed + 22);
@@ -43,7 +53,7 @@ public static class LanguagePretraining
             using var batch = DemoSamples.Collate(samples);
             var logits = DemoChatForward.Logits(lm, batch, DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words));
             loss = optimization.Step(step, DemoChatForward.Loss(logits, batch.Labels));
-            if (step % 100 == 0 || step == recipe.LmSteps - 1)
+            if (step % 250 == 0 || step == recipe.LmSteps - 1)
                 log.WriteLine($"  lm step {step,4}: loss {loss:F4} ({clock.Elapsed.TotalSeconds:F0} s)");
         }
         foreach (var p in lm.parameters()) p.requires_grad = false;
