@@ -11,9 +11,6 @@ public sealed record DemoRecipe
     /// synchronisation than it gains (measured 2 threads ≈ 15× more CPU per LM step on a loaded 2-core machine), and with
     /// one thread the run's wall time equals its CPU time whatever else the machine is doing.</summary>
     public int Threads { get; init; } = 1;
-    /// <summary>Run vision and LM pretraining at the same time on two threads (each single-threaded inside libtorch):
-    /// they are independent, and on a 2-core machine this halves their wall time.</summary>
-    public bool ParallelPretraining { get; init; } = true;
 
     // Images: scenes are drawn at 64 px and box-downsampled to the encoder's input size.
     public int ImageSize { get; init; } = 32;
