@@ -4,7 +4,7 @@ using VisualChat.Demo;
 
 namespace VisualChat.Cli.Commands;
 
-/// <summary><c>vchat demo [--out DIR] [--seed N] [--quick] [--set Name=value]...</c>: trains a tiny VisualChat from scratch on synthetic
+/// <summary><c>vchat demo [--out DIR] [--seed N] [--quick] [--set Name=value]... [--cache DIR]</c>: trains a tiny VisualChat from scratch on synthetic
 /// multi-image conversations (vision pretraining, LM pretraining, DSVC projection training) and prints exact-match
 /// accuracy per question kind with the time of each stage; <c>result.json</c> in DIR keeps the numbers.</summary>
 public static class DemoCommand
@@ -15,9 +15,10 @@ public static class DemoCommand
         var seed = new Option<int>("--seed") { Description = "Seed of every generator and initialisation.", DefaultValueFactory = _ => DemoRecipe.Default().Seed };
         var quick = new Option<bool>("--quick") { Description = "Reduced recipe (about half a minute; well below the full recipe's accuracy)." };
         var overrides = new Option<string[]>("--set") { Description = "Recipe override Name=value (repeatable), e.g. --set ChatSteps=800; the names are those printed on the 'recipe:' line.", AllowMultipleArgumentsPerToken = false };
+        var cache = new Option<string?>("--cache") { Description = "Reuse the pretrained vision encoder and LM from this folder when their settings match (they are stored there otherwise)." };
         var command = new Command("demo", "Train and evaluate a tiny VisualChat on synthetic multi-image shapes conversations (CPU, ~10 min).")
         {
-            output, seed, quick, overrides,
+            output, seed, quick, overrides, cache,
         };
         command.SetAction(parse =>
         {
@@ -38,7 +39,7 @@ public static class DemoCommand
             DemoResult result;
             try
             {
-                result = DemoPipeline.Run(recipe, folder, writer);
+                result = DemoPipeline.Run(recipe, folder, writer, parse.GetValue(cache));
             }
             catch (IOException e)
             {

@@ -75,10 +75,18 @@ public static class DemoChatForward
 /// <summary>Token ids of the description words, by count − 1, colour and kind.</summary>
 public sealed record DescriptionVocabulary(long[] Count, long[] Colour, long[] Kind)
 {
-    public static DescriptionVocabulary From(SentencePieceTokenizer tokenizer) => new(
-        Enumerable.Range(1, 4).Select(i => (long)DemoTokenizer.WordId(tokenizer, i.ToString())).ToArray(),
-        Enum.GetValues<ShapeColor>().Select(c => (long)DemoTokenizer.WordId(tokenizer, ShapeScene.Name(c))).ToArray(),
-        Enum.GetValues<ShapeKind>().Select(k => (long)DemoTokenizer.WordId(tokenizer, ShapeScene.Name(k))).ToArray());
+    /// <param name="answerTokens">Describe with the tokens the answers are written in ("red" at the start of an answer
+    /// line, no "▁") where the tokenizer has such a single piece, so that reading an attribute out of an image slot and
+    /// writing it as the answer are the same token (the LM's head is tied to its embeddings). Otherwise, and for words
+    /// without such a piece, the "▁word" pieces.</param>
+    public static DescriptionVocabulary From(SentencePieceTokenizer tokenizer, bool answerTokens = false)
+    {
+        long Id(string word) => (answerTokens ? tokenizer.TokenToId(word) : null) ?? DemoTokenizer.WordId(tokenizer, word);
+        return new(
+            Enumerable.Range(1, 4).Select(i => Id(i.ToString())).ToArray(),
+            Enum.GetValues<ShapeColor>().Select(c => Id(ShapeScene.Name(c))).ToArray(),
+            Enum.GetValues<ShapeKind>().Select(k => Id(ShapeScene.Name(k))).ToArray());
+    }
 }
 
 /// <summary>Exact-match counts per question kind.</summary>

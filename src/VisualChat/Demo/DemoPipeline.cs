@@ -35,7 +35,8 @@ public sealed record DemoResult(
 /// </summary>
 public static class DemoPipeline
 {
-    public static DemoResult Run(DemoRecipe recipe, string outputFolder, TextWriter log)
+    /// <param name="cacheFolder">When set, pretrained stages are reused from (and stored in) this folder; see <see cref="DemoStageCache"/>.</param>
+    public static DemoResult Run(DemoRecipe recipe, string outputFolder, TextWriter log, string? cacheFolder = null)
     {
         ArgumentNullException.ThrowIfNull(recipe);
         Directory.CreateDirectory(outputFolder);
@@ -76,8 +77,35 @@ public static class DemoPipeline
         // Sequential on purpose: running the two stages on two threads would halve their wall time, but TorchSharp 0.107
         // does not keep the Scalars of its ops alive, so a GC started by one thread can free a Scalar the other thread
         // is using inside libtorch.
-        var (encoder, vision) = Stage("vision pretraining", () => VisionPretraining.Train(recipe, untrainedVision, log));
-        var (lm, _) = Stage("lm pretraining", () => LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, log));
+        var cache = cacheFolder is null ? null : new DemoStageCache(cacheFolder);
+        var (encoder, vision) = Stage("vision pretraining", () =>
+        {
+            if (cache is null) return VisionPretraining.Train(recipe, untrainedVision, log);
+            var key = DemoStageCache.Key("vision", recipe.Seed, recipe.ImageSize, recipe.PatchSize, recipe.VisionWidth, recipe.VisionLayers,
+                recipe.VisionHeads, recipe.VisionSteps, recipe.VisionBatch, recipe.VisionLearningRate, recipe.WarmupSteps, recipe.WeightDecay);
+            var (report, cached) = cache.GetOrTrain(key, untrainedVision.Encoder, () => VisionPretraining.Train(recipe, untrainedVision, log).Report, log);
+            if (cached)
+            {
+                untrainedVision.Encoder.Freeze();
+                untrainedVision.KindHead.Dispose(); untrainedVision.ColourHead.Dispose(); untrainedVision.CountHead.Dispose();
+            }
+            return (untrainedVision.Encoder, report);
+        });
+        var lm = Stage("lm pretraining", () =>
+        {
+            if (cache is null) return LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, log).Lm;
+            var key = DemoStageCache.Key("lm", recipe.Seed, recipe.BpeMerges, recipe.SystemPrompt, recipe.DescribeWithAnswerTokens, tokenizer.VocabSize,
+                recipe.LmHidden, recipe.LmLayers, recipe.LmHeads, recipe.LmIntermediate, recipe.LmSteps, recipe.LmBatch, recipe.LmLearningRate,
+                recipe.WarmupSteps, recipe.WeightDecay);
+            var (_, cached) = cache.GetOrTrain(key, untrainedLm, () => LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, log).FinalLoss, log);
+            if (cached)
+            {
+                untrainedLm.AttentionKernel = kernel;
+                foreach (var p in untrainedLm.parameters()) p.requires_grad = false;
+                untrainedLm.eval();
+            }
+            return untrainedLm;
+        });
         var projection = VisualChatTraining.CreateProjection(recipe);
 
         Stage("visualchat training", () =>
@@ -123,7 +151,7 @@ public static class DemoPipeline
     {
         var visual = new DemoScores();
         var described = new DemoScores();
-        var words = DescriptionVocabulary.From(tokenizer);
+        var words = DescriptionVocabulary.From(tokenizer, recipe.DescribeWithAnswerTokens);
         using var noGrad = no_grad();
         for (int first = 0; first < samples.Count; first += 32)
         {

@@ -29,6 +29,9 @@ public sealed record DemoRecipe
     /// <summary>System prompt of the template; null renders none (the long DSVC default costs ~40 tokens a sample).</summary>
     public string? SystemPrompt { get; init; }
 
+    /// <summary>Image descriptions use the answers' own tokens where single pieces exist (see <see cref="DescriptionVocabulary.From"/>).</summary>
+    public bool DescribeWithAnswerTokens { get; init; }
+
     // Language model (LLaMA architecture) and its pretraining on conversations with described images.
     public int LmHidden { get; init; } = 64;
     public int LmLayers { get; init; } = 3;

@@ -38,7 +38,7 @@ public static class LanguagePretraining
     {
         lm.AttentionKernel = kernel;
         lm.train();
-        var words = DescriptionVocabulary.From(tokenizer);
+        var words = DescriptionVocabulary.From(tokenizer, recipe.DescribeWithAnswerTokens);
         var generator = new ShapesConversationGenerator(recipe.Seed + 22);
         using var optimization = new DemoOptimization(lm.parameters(), recipe.LmLearningRate, recipe.LmSteps, recipe.WarmupSteps,
             weightDecay: recipe.WeightDecay);
