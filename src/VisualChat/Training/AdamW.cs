@@ -28,13 +28,12 @@ public sealed class AdamW : IDisposable
     public double Beta2 { get; }
     public double Epsilon { get; }
     // Held for the optimizer's life: TorchSharp does not keep Scalars alive during the native call (see TorchScalars).
-    readonly Scalar _oneMinusBeta1, _beta2, _oneMinusBeta2, _epsilon;
+    readonly Scalar _beta2, _oneMinusBeta2, _epsilon;
 
     public AdamW(IReadOnlyList<AdamWGroup> groups, double beta1, double beta2, double epsilon)
     {
         Groups = groups;
         (Beta1, Beta2, Epsilon) = (beta1, beta2, epsilon);
-        _oneMinusBeta1 = (1 - beta1).ToScalar();
         _beta2 = beta2.ToScalar();
         _oneMinusBeta2 = (1 - beta2).ToScalar();
         _epsilon = epsilon.ToScalar();
@@ -63,7 +62,7 @@ public sealed class AdamW : IDisposable
                 s.Step++;
                 using var decay = (1 - group.LearningRate * group.WeightDecay).ToScalar();
                 p.mul_(decay);
-                s.ExpAvg.lerp_(grad, _oneMinusBeta1);
+                s.ExpAvg.lerp_(grad, 1 - Beta1);   // lerp_ takes a Tensor weight: a 0-dim tensor this step's DisposeScope holds
                 s.ExpAvgSq.mul_(_beta2).addcmul_(grad, grad, _oneMinusBeta2);
                 double biasCorrection1 = 1 - Math.Pow(Beta1, s.Step);
                 double biasCorrection2 = 1 - Math.Pow(Beta2, s.Step);
@@ -108,6 +107,6 @@ public sealed class AdamW : IDisposable
     {
         foreach (var s in _state.Values) { s.ExpAvg.Dispose(); s.ExpAvgSq.Dispose(); }
         _state.Clear();
-        foreach (var scalar in new[] { _oneMinusBeta1, _beta2, _oneMinusBeta2, _epsilon }) scalar.Dispose();
+        foreach (var scalar in new[] { _beta2, _oneMinusBeta2, _epsilon }) scalar.Dispose();
     }
 }

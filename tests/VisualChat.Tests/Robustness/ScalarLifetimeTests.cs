@@ -46,6 +46,7 @@ public sealed class ScalarLifetimeTests
         Assert.Contains(flagged, o => o.Contains(nameof(ScalarScannerSamples.ImplicitInLambda)) && o.Contains("op_Implicit"));
         Assert.Contains(flagged, o => o.Contains(nameof(ScalarScannerSamples.UnstoredToScalar)) && o.Contains("ToScalar"));
         Assert.Contains(flagged, o => o.Contains(nameof(ScalarScannerSamples.TensorSum)) && o.Contains("Tensor.add(Tensor)"));
+        Assert.Contains(flagged, o => o.Contains(nameof(ScalarScannerSamples.ScalarAsTensor)) && o.Contains("where a Tensor is expected"));
         Assert.DoesNotContain(flagged, o => o.Contains(nameof(ScalarScannerSamples.HeldToScalar)));
         Assert.DoesNotContain(flagged, o => o.Contains(".ctor"));
     }
@@ -65,6 +66,8 @@ internal sealed class ScalarScannerSamples
     public static torch.Tensor UnstoredToScalar(torch.Tensor x, double v) => x.mul(v.ToScalar());
 
     public static torch.Tensor TensorSum(torch.Tensor a, torch.Tensor b) => a + b;
+
+    public torch.Tensor ScalarAsTensor(torch.Tensor x, torch.Tensor end) => x.lerp(end, _half);
 
     public torch.Tensor HeldToScalar(torch.Tensor x, double v)
     {
@@ -114,7 +117,10 @@ internal static class ScalarIlScanner
         {
             var (offset, _, target) = calls[i];
             if (target is null) continue;
-            if (IsScalarConversion(target, out var name))
+            if (target is MethodInfo { Name: "op_Implicit" } toTensor && toTensor.ReturnType == typeof(torch.Tensor) &&
+                toTensor.GetParameters()[0].ParameterType == typeof(Scalar))
+                findings.Add($"Scalar passed where a Tensor is expected (TorchSharp throws 'Should not be called')@IL_{offset:X4}");
+            else if (IsScalarConversion(target, out var name))
             {
                 if (name == "op_Implicit")
                     findings.Add($"op_Implicit({target.GetParameters()[0].ParameterType.Name})@IL_{offset:X4}");
