@@ -41,11 +41,9 @@ public sealed class DemoOptimization : IDisposable
     public float Step(int step, Tensor loss)
     {
         foreach (var group in _optimizer.Groups) group.LearningRate = LearningRateAt(step);
-        foreach (var parameter in _parameters)
-        {
-            using var grad = parameter.grad;
-            grad?.zero_();
-        }
+        // Like optim.Optimizer.zero_grad (libtorch's set_to_none): a parameter the next graph does not reach has no
+        // gradient and AdamW leaves it (and its moments) alone, instead of stepping it with a zero gradient.
+        foreach (var parameter in _parameters) parameter.grad = null;
         loss.backward();
         nn.utils.clip_grad_norm_(_parameters, 1.0);   // native, takes plain doubles: no Scalars involved
         _optimizer.Step(name => _byName[name].grad);
