@@ -14,8 +14,11 @@ public static class AttentionMasks
     {
         using var scope = NewDisposeScope();
         long keyLength = pastLength + queryLength;
-        var querySlots = arange(pastLength, keyLength, dtype: ScalarType.Int64, device: device).unsqueeze(1); // [Lq, 1]
-        var keySlots = arange(0, keyLength, dtype: ScalarType.Int64, device: device).unsqueeze(0);            // [1, Lk]
+        // Scalars held (TorchScalars, using locals): TorchSharp does not keep them alive during the native call.
+        using var start = pastLength.ToScalar();
+        using var stop = keyLength.ToScalar();
+        var querySlots = arange(start, stop, TorchScalars.One, dtype: ScalarType.Int64, device: device).unsqueeze(1); // [Lq, 1]
+        var keySlots = arange(TorchScalars.Zero, stop, TorchScalars.One, dtype: ScalarType.Int64, device: device).unsqueeze(0);            // [1, Lk]
         var mask = keySlots.le(querySlots);                                                                  // [Lq, Lk]
         if (keyPaddingMask is null) return mask.view(1, 1, queryLength, keyLength).MoveToOuterDisposeScope();
         if (keyPaddingMask.shape[^1] != keyLength)

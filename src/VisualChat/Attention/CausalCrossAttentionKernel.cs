@@ -35,10 +35,13 @@ public sealed class CausalCrossAttentionKernel(ModuleList<GatedCrossAttention> l
         long batch = context.QueryPositions.shape[0];
         if (memory.Slots.shape[0] != batch)
             throw new ArgumentException($"CrossAttentionMemory holds {memory.Slots.shape[0]} rows but the forward has batch size {batch}.");
-        var querySlots = arange(context.PastLength, context.KeyLength, dtype: ScalarType.Int64, device: device).view(1, -1, 1);
+        // Scalars held (TorchScalars, using locals): TorchSharp does not keep them alive during the native call.
+        using var start = context.PastLength.ToScalar();
+        using var stop = context.KeyLength.ToScalar();
+        var querySlots = arange(start, stop, TorchScalars.One, dtype: ScalarType.Int64, device: device).view(1, -1, 1);
         var allowed = memory.Slots.to(device).unsqueeze(1).lt(querySlots);                        // [B, Lq, M]
         if (context.TokenModality is { } modality) {
-            var queryIsText = modality.narrow(1, context.PastLength, context.QueryLength).eq((long)TokenModality.Text);
+            var queryIsText = modality.narrow(1, context.PastLength, context.QueryLength).eq(TokenModalityScalars.Text);
             allowed = allowed.logical_and(queryIsText.unsqueeze(2));
         }
         var sees = allowed.any(-1, keepdim: true);                                                   // [B, Lq, 1]
@@ -53,7 +56,7 @@ public sealed class CausalCrossAttentionKernel(ModuleList<GatedCrossAttention> l
         if (crossMask is null || Memory is null) return self;
         using var scope = NewDisposeScope();
         var cross = Layers[layer].forward(q, Memory.Embeddings.to(q.dtype), crossMask) * textSeesImage!.to(q.dtype);
-        return (self + cross).MoveToOuterDisposeScope();
+        return self.add(cross, TorchScalars.One).MoveToOuterDisposeScope();
     }
 
     /// <summary>Frees the masks of the finished forward.</summary>

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace VisualChat.Attention;
@@ -16,19 +17,25 @@ public static class DenseMultiModalCausalAttention
         long groups = h / key.shape[1];
         var k = key.repeat_interleave(groups, dim: 1);
         var v = value.repeat_interleave(groups, dim: 1);
-        var scores = query.matmul(k.transpose(2, 3)) / Math.Sqrt(d);
+        // Scalars held (TorchScalars, using locals): TorchSharp does not keep them alive during the native call.
+        using var sqrtD = Math.Sqrt(d).ToScalar();
+        using var queryStart = (lk - lq).ToScalar();
+        using var keyLength = lk.ToScalar();
+        var scores = query.matmul(k.transpose(2, 3)).div(sqrtD);
         var modality = keyModality.to(ScalarType.Int64);
         var queryModality = modality.narrow(1, lk - lq, lq);
-        var queryPosition = arange(lk - lq, lk, device: query.device).view(1, lq, 1);
-        var keyPosition = arange(lk, device: query.device).view(1, 1, lk);
-        var textQuery = queryModality.eq((long)TokenModality.Text).unsqueeze(2);
-        var allowText = modality.eq((long)TokenModality.Text).unsqueeze(1)
+        var queryPosition = arange(queryStart, keyLength, TorchScalars.One, device: query.device).view(1, lq, 1);
+        var keyPosition = arange(TorchScalars.Zero, keyLength, TorchScalars.One, device: query.device).view(1, 1, lk);
+        var textQuery = queryModality.eq(TokenModalityScalars.Text).unsqueeze(2);
+        var allowText = modality.eq(TokenModalityScalars.Text).unsqueeze(1)
             .logical_and(keyPosition.le(queryPosition)).logical_and(textQuery).unsqueeze(1);
-        var allowImage = modality.eq((long)TokenModality.Image).unsqueeze(1)
+        var allowImage = modality.eq(TokenModalityScalars.Image).unsqueeze(1)
             .logical_and(keyPosition.lt(queryPosition)).logical_and(textQuery).unsqueeze(1);
         Tensor Branch(Tensor allow) =>
-            (scores.masked_fill(allow.logical_not(), -1e9).softmax(-1) * allow.to(query.dtype)).matmul(v);
-        var own = v.narrow(2, lk - lq, lq) * queryModality.eq((long)TokenModality.Image).to(query.dtype).view(b, 1, lq, 1);
-        return (Branch(allowText) + Branch(allowImage) + own).MoveToOuterDisposeScope();
+            (scores.masked_fill(allow.logical_not(), MaskedScore).softmax(-1) * allow.to(query.dtype)).matmul(v);
+        var own = v.narrow(2, lk - lq, lq) * queryModality.eq(TokenModalityScalars.Image).to(query.dtype).view(b, 1, lq, 1);
+        return Branch(allowText).add(Branch(allowImage), TorchScalars.One).add(own, TorchScalars.One).MoveToOuterDisposeScope();
     }
+
+    static readonly Scalar MaskedScore = (-1e9).ToScalar();
 }

@@ -44,7 +44,7 @@ public sealed class KVCache : IDisposable
         using var scope = NewDisposeScope();
         keyPadding ??= ones(batchSize, Capacity, dtype: ScalarType.Bool, device: device).DetachFromDisposeScope();
         var paddingSlots = keyPadding.narrow(1, Length, newTokens);
-        if (newKeyPadding is null) paddingSlots.fill_(true);
+        if (newKeyPadding is null) paddingSlots.fill_(True);
         else {
             paddingSlots.copy_(newKeyPadding.to(ScalarType.Bool));
             anyPadding |= !newKeyPadding.to(ScalarType.Bool).all().item<bool>();
@@ -52,12 +52,14 @@ public sealed class KVCache : IDisposable
         if (newModality is not null) {
             modality ??= zeros(batchSize, Capacity, dtype: ScalarType.Int64, device: device).DetachFromDisposeScope();
             modality.narrow(1, Length, newTokens).copy_(newModality);
-        } else modality?.narrow(1, Length, newTokens).fill_(0);
+        } else modality?.narrow(1, Length, newTokens).fill_(TokenModalityScalars.Padding);
         pendingLength = newTokens;
     }
 
     /// <summary>Key padding over cached + pending positions [B, Length+pending], or null when no position is padding.</summary>
     public Tensor? KeyPaddingView() => anyPadding ? keyPadding!.narrow(1, 0, Length + pendingLength) : null;
+
+    static readonly Scalar True = true.ToScalar();   // held: see TorchScalars
 
     public Tensor? ModalityView() => modality?.narrow(1, 0, Length + pendingLength);
 

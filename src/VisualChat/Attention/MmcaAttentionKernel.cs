@@ -24,12 +24,12 @@ public sealed class MmcaAttentionKernel : IAttentionKernel, IDisposable
         using var scope = NewDisposeScope();
         var modality = context.TokenModality ?? TextModality(context);
         if (context.TokenModality is null && context.KeyPaddingMask is { } padding)
-            modality = modality.masked_fill(padding.to(ScalarType.Bool).logical_not(), (long)TokenModality.Padding);
+            modality = modality.masked_fill(padding.to(ScalarType.Bool).logical_not(), TokenModalityScalars.Padding);
         plan = new MmcaPlan(modality, context.QueryLength);
     }
 
     static Tensor TextModality(AttentionContext context) =>
-        full(context.QueryPositions.shape[0], context.KeyLength, (long)TokenModality.Text, dtype: ScalarType.Int64, device: context.QueryPositions.device);
+        full(context.QueryPositions.shape[0], context.KeyLength, TokenModalityScalars.Text, dtype: ScalarType.Int64, device: context.QueryPositions.device);
 
     public Tensor Attend(Tensor q, Tensor k, Tensor v, AttentionContext context) =>
         MultiModalCausalAttention.Attend(q, k, v, plan ?? throw new InvalidOperationException("MmcaAttentionKernel.Attend was called without Prepare for this forward."));

@@ -103,11 +103,11 @@ public sealed class MmcaPlan : IDisposable
         TextKeyRows = Own(tensor(keyRows, device: device));
 
         var textQueryPosition = tensor(queryPositions, device: device).view(batch, TextQueryCount, 1);
-        var invalidQuery = tensor(queryValid, device: device).view(batch, TextQueryCount, 1).eq(0);
+        var invalidQuery = tensor(queryValid, device: device).view(batch, TextQueryCount, 1).eq(TorchScalars.Zero);
         if (queryLength != keys)
         {
             var textKeyPosition = tensor(keyPositions, device: device).view(batch, 1, TextKeyCount);
-            var textKeyValid = tensor(keyValid, device: device).view(batch, 1, TextKeyCount).ne(0);
+            var textKeyValid = tensor(keyValid, device: device).view(batch, 1, TextKeyCount).ne(TorchScalars.Zero);
             var allowed = textKeyPosition.le(textQueryPosition).logical_and(textKeyValid);
             TextToTextMask = Own(allowed.logical_or(invalidQuery).unsqueeze(1));
         }
@@ -116,7 +116,7 @@ public sealed class MmcaPlan : IDisposable
             var (imageRows, imagePositions, imageValid) = Pack(imageKeys, ImageKeyCount, keys, p => p);
             ImageKeyRows = Own(tensor(imageRows, device: device));
             var imageKeyPosition = tensor(imagePositions, device: device).view(batch, 1, ImageKeyCount);
-            var imageKeyValid = tensor(imageValid, device: device).view(batch, 1, ImageKeyCount).ne(0);
+            var imageKeyValid = tensor(imageValid, device: device).view(batch, 1, ImageKeyCount).ne(TorchScalars.Zero);
             var allowed = imageKeyPosition.lt(textQueryPosition).logical_and(imageKeyValid);
             var seesImage = allowed.any(-1, keepdim: true);
             TextToImageMask = Own(allowed.logical_or(seesImage.logical_not()).unsqueeze(1));

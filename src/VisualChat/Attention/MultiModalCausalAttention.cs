@@ -51,13 +51,13 @@ public static class MultiModalCausalAttention
             var imageKeys = RepeatHeads(Gather(keyRows, plan.ImageKeyRows!, batch, plan.ImageKeyCount, kvHeads, headDim), groups);
             var imageValues = RepeatHeads(Gather(valueRows, plan.ImageKeyRows!, batch, plan.ImageKeyCount, kvHeads, headDim), groups);
             var imageOut = nn.functional.scaled_dot_product_attention(textQueries, imageKeys, imageValues, plan.TextToImageMask!);
-            textOut = textOut + imageOut * plan.TextSeesImage!;
+            textOut = textOut.add(imageOut * plan.TextSeesImage!, TorchScalars.One);
         }
 
         // Compact entries that are not real text queries carry finite junk; zero them so adding them anywhere is harmless.
         var contribution = (textOut * plan.TextQueryValid).transpose(1, 2).reshape(batch * plan.TextQueryCount, heads * headDim);
-        var textRows = zeros(batch * lq, heads * headDim, dtype: query.dtype, device: query.device).index_add(0, plan.TextQueryRows, contribution, 1);
-        output = output + textRows.view(batch, lq, heads, headDim).transpose(1, 2);
+        var textRows = zeros(batch * lq, heads * headDim, dtype: query.dtype, device: query.device).index_add(0, plan.TextQueryRows, contribution, TorchScalars.One);
+        output = output.add(textRows.view(batch, lq, heads, headDim).transpose(1, 2), TorchScalars.One);
         return output.MoveToOuterDisposeScope();
     }
 

@@ -3,11 +3,16 @@ using static TorchSharp.torch;
 
 namespace VisualChat.Demo;
 
-/// <summary>AdamW with linear warm-up and cosine decay to 10 %, shared by all demo stages.</summary>
+/// <summary>
+/// AdamW with linear warm-up and cosine decay to 10 %, shared by all demo stages. Uses the project's
+/// <see cref="Training.AdamW"/> (torch.optim.AdamW's update, eps 1e-8) rather than TorchSharp's optim.AdamW, whose step
+/// passes temporary Scalars to libtorch that a GC on another thread can finalize mid-call (see TorchScalars).
+/// </summary>
 public sealed class DemoOptimization : IDisposable
 {
-    readonly optim.Optimizer _optimizer;
+    readonly Training.AdamW _optimizer;
     readonly IReadOnlyList<TorchSharp.Modules.Parameter> _parameters;
+    readonly Dictionary<string, TorchSharp.Modules.Parameter> _byName;
     readonly double _learningRate;
     readonly int _steps, _warmup;
 
@@ -19,7 +24,10 @@ public sealed class DemoOptimization : IDisposable
         _learningRate = learningRate;
         _steps = Math.Max(1, steps);
         _warmup = Math.Max(0, Math.Min(warmup, steps / 4));
-        _optimizer = optim.AdamW(_parameters, learningRate, beta1, beta2, weight_decay: weightDecay);
+        _byName = _parameters.Select((p, i) => (Name: i.ToString(System.Globalization.CultureInfo.InvariantCulture), p))
+            .ToDictionary(e => e.Name, e => e.p);
+        var group = new Training.AdamWGroup("demo", _byName.Select(e => (e.Key, (Tensor)e.Value)).ToList(), learningRate, weightDecay);
+        _optimizer = new Training.AdamW(new[] { group }, beta1, beta2, epsilon: 1e-8);
     }
 
     public double LearningRateAt(int step)
@@ -32,11 +40,13 @@ public sealed class DemoOptimization : IDisposable
     /// <summary>One update from <paramref name="loss"/>; returns the loss value.</summary>
     public float Step(int step, Tensor loss)
     {
-        foreach (var group in _optimizer.ParamGroups) group.LearningRate = LearningRateAt(step);
-        _optimizer.zero_grad();
+        foreach (var group in _optimizer.Groups) group.LearningRate = LearningRateAt(step);
+        // Like optim.Optimizer.zero_grad (libtorch's set_to_none): a parameter the next graph does not reach has no
+        // gradient and AdamW leaves it (and its moments) alone, instead of stepping it with a zero gradient.
+        foreach (var parameter in _parameters) parameter.grad = null;
         loss.backward();
-        nn.utils.clip_grad_norm_(_parameters, 1.0);
-        _optimizer.step();
+        nn.utils.clip_grad_norm_(_parameters, 1.0);   // native, takes plain doubles: no Scalars involved
+        _optimizer.Step(name => _byName[name].grad);
         return loss.item<float>();
     }
 

@@ -60,8 +60,8 @@ public static class VisionPretraining
             var scenes = Enumerable.Range(0, recipe.VisionBatch).Select(_ => ShapeScene.Random(random, DemoImages.CanvasSize)).ToArray();
             var (kind, colour, count) = Heads(encoder, kindHead, colourHead, countHead, DemoImages.ToPixels(scenes, recipe.ImageSize));
             var t = Targets(scenes);
-            var total = nn.functional.cross_entropy(kind, t[.., 0]) + nn.functional.cross_entropy(colour, t[.., 1])
-                        + nn.functional.cross_entropy(count, t[.., 2]);
+            var total = nn.functional.cross_entropy(kind, t[.., 0]).add(nn.functional.cross_entropy(colour, t[.., 1]), TorchScalars.One)
+                        .add(nn.functional.cross_entropy(count, t[.., 2]), TorchScalars.One);
             loss = optimization.Step(step, total);
             if (step % 500 == 0 || step == recipe.VisionSteps - 1)
                 log.WriteLine($"  vision step {step,4}: loss {loss:F4} ({clock.Elapsed.TotalSeconds:F0} s)");

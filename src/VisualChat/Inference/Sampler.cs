@@ -11,6 +11,9 @@ public sealed class Sampler : IDisposable
 {
     readonly GenerationOptions options;
     readonly torch.Generator generator;
+    // Scalars are held (fields or using locals): TorchSharp does not keep them alive during the native call.
+    static readonly Scalar NegativeInfinity = float.NegativeInfinity.ToScalar();
+    static readonly Scalar False = false.ToScalar();
 
     public Sampler(GenerationOptions options)
     {
@@ -25,7 +28,8 @@ public sealed class Sampler : IDisposable
     public static Tensor ApplyRepetitionPenalty(Tensor logits, Tensor seen, double penalty)
     {
         if (penalty == 1.0) return logits;
-        var penalized = where(logits.lt(0), logits * penalty, logits / penalty);
+        using var held = penalty.ToScalar();
+        var penalized = where(logits.lt(TorchScalars.Zero), logits.mul(held), logits.div(held));
         return where(seen, penalized, logits);
     }
 
@@ -34,7 +38,7 @@ public sealed class Sampler : IDisposable
     {
         if (k <= 0 || k >= logits.shape[^1]) return logits;
         var kth = logits.topk(k, dim: -1).values.narrow(-1, k - 1, 1);
-        return logits.masked_fill(logits.lt(kth), float.NegativeInfinity);
+        return logits.masked_fill(logits.lt(kth), NegativeInfinity);
     }
 
     /// <summary>HF TopPLogitsWarper: drop the least likely tokens whose total probability is ≤ 1 − p, keeping at least one.</summary>
@@ -43,10 +47,11 @@ public sealed class Sampler : IDisposable
         if (p >= 1.0) return logits;
         var (sorted, indices) = logits.sort(dim: -1, descending: false);
         var cumulative = sorted.softmax(-1).cumsum(-1);
-        var removeSorted = cumulative.le(1 - p);
-        removeSorted.narrow(-1, removeSorted.shape[^1] - 1, 1).fill_(false);
+        using var threshold = (1 - p).ToScalar();
+        var removeSorted = cumulative.le(threshold);
+        removeSorted.narrow(-1, removeSorted.shape[^1] - 1, 1).fill_(False);
         var remove = removeSorted.scatter(-1, indices, removeSorted);
-        return logits.masked_fill(remove, float.NegativeInfinity);
+        return logits.masked_fill(remove, NegativeInfinity);
     }
 
     /// <param name="logits">[B, vocab] for the next position.</param>
@@ -56,7 +61,7 @@ public sealed class Sampler : IDisposable
         using var scope = NewDisposeScope();
         var scores = ApplyRepetitionPenalty(logits.to(ScalarType.Float32), seen, options.RepetitionPenalty);
         if (IsGreedy) return scores.argmax(-1).MoveToOuterDisposeScope();
-        scores = scores / options.Temperature;
+        using (var temperature = options.Temperature.ToScalar()) scores = scores.div(temperature);
         scores = ApplyTopK(scores, options.TopK);
         scores = ApplyTopP(scores, options.TopP);
         var probabilities = scores.softmax(-1);

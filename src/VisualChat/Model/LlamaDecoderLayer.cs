@@ -23,8 +23,8 @@ public sealed class LlamaDecoderLayer : nn.Module<Tensor, DecoderLayerContext, T
     public override Tensor forward(Tensor hidden_states, DecoderLayerContext context)
     {
         using var scope = NewDisposeScope();
-        var h = hidden_states + self_attn.forward(input_layernorm.forward(hidden_states), context);
-        var output = h + mlp.forward(post_attention_layernorm.forward(h));
+        var h = hidden_states.add(self_attn.forward(input_layernorm.forward(hidden_states), context), TorchScalars.One);
+        var output = h.add(mlp.forward(post_attention_layernorm.forward(h)), TorchScalars.One);
         return output.MoveToOuterDisposeScope();
     }
 }

@@ -99,13 +99,14 @@ public sealed class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLMOutput>,
     {
         using var noGrad = no_grad();
         using var generator = seed is { } s ? new Generator((ulong)s) : null;
+        using var initializerRange = Config.InitializerRange.ToScalar();   // held: see TorchScalars
         foreach (var (name, parameter) in named_parameters()) {
             if (name.EndsWith("norm.weight", StringComparison.Ordinal)) nn.init.ones_(parameter);
             else if (name.EndsWith(".bias", StringComparison.Ordinal)) nn.init.zeros_(parameter);
             // TorchSharp's init.normal_ ignores its generator argument, so draw explicitly to honour the seed.
             else {
                 using var scope = NewDisposeScope();
-                parameter.copy_(randn(parameter.shape, dtype: ScalarType.Float32, generator: generator) * Config.InitializerRange);
+                parameter.copy_(randn(parameter.shape, dtype: ScalarType.Float32, generator: generator).mul(initializerRange));
             }
         }
         if (Config.PadTokenId is int pad && pad >= 0 && pad < Config.VocabSize) model.embed_tokens.weight!.select(0, pad).zero_();

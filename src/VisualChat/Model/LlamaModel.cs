@@ -102,11 +102,16 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
     /// cached + new positions; the result covers the <paramref name="length"/> new ones.</summary>
     public static Tensor DefaultPositions(Tensor? keyPadding, long batch, long past, long length, Device device)
     {
+        // Scalars held (TorchScalars or using locals): TorchSharp does not keep them alive during the native call.
         if (keyPadding is null)
-            return arange(past, past + length, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(batch, length);
+        {
+            using var start = past.ToScalar();
+            using var stop = (past + length).ToScalar();
+            return arange(start, stop, TorchScalars.One, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(batch, length);
+        }
         var real = keyPadding.to(ScalarType.Int64);
-        var counted = real.cumsum(1) - 1;
-        counted = counted.masked_fill(real.eq(0), 1);
+        var counted = real.cumsum(1).sub(TorchScalars.One);
+        counted = counted.masked_fill(real.eq(TorchScalars.Zero), TorchScalars.One);
         return counted.narrow(1, past, length);
     }
 }

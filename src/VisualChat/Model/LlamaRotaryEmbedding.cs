@@ -112,6 +112,6 @@ public sealed class LlamaRotaryEmbedding : nn.Module<Tensor, Tensor, (Tensor cos
     {
         var c = cos.unsqueeze(1);
         var s = sin.unsqueeze(1);
-        return (q * c + RotateHalf(q) * s, k * c + RotateHalf(k) * s);
+        return ((q * c).add(RotateHalf(q) * s, TorchScalars.One), (k * c).add(RotateHalf(k) * s, TorchScalars.One));
     }
 }

@@ -27,11 +27,16 @@ public sealed class AdamW : IDisposable
     public double Beta1 { get; }
     public double Beta2 { get; }
     public double Epsilon { get; }
+    // Held for the optimizer's life: TorchSharp does not keep Scalars alive during the native call (see TorchScalars).
+    readonly Scalar _beta2, _oneMinusBeta2, _epsilon;
 
     public AdamW(IReadOnlyList<AdamWGroup> groups, double beta1, double beta2, double epsilon)
     {
         Groups = groups;
         (Beta1, Beta2, Epsilon) = (beta1, beta2, epsilon);
+        _beta2 = beta2.ToScalar();
+        _oneMinusBeta2 = (1 - beta2).ToScalar();
+        _epsilon = epsilon.ToScalar();
         var names = new HashSet<string>();
         foreach (var (name, _) in groups.SelectMany(g => g.Parameters))
             if (!names.Add(name)) throw new ArgumentException($"Parameter '{name}' is in two AdamW groups.");
@@ -55,14 +60,17 @@ public sealed class AdamW : IDisposable
                     _state[name] = s;
                 }
                 s.Step++;
-                p.mul_(1 - group.LearningRate * group.WeightDecay);
-                s.ExpAvg.lerp_(grad, 1 - Beta1);
-                s.ExpAvgSq.mul_(Beta2).addcmul_(grad, grad, 1 - Beta2);
+                using var decay = (1 - group.LearningRate * group.WeightDecay).ToScalar();
+                p.mul_(decay);
+                s.ExpAvg.lerp_(grad, 1 - Beta1);   // lerp_ takes a Tensor weight: a 0-dim tensor this step's DisposeScope holds
+                s.ExpAvgSq.mul_(_beta2).addcmul_(grad, grad, _oneMinusBeta2);
                 double biasCorrection1 = 1 - Math.Pow(Beta1, s.Step);
                 double biasCorrection2 = 1 - Math.Pow(Beta2, s.Step);
                 double stepSize = group.LearningRate / biasCorrection1;
-                var denom = (s.ExpAvgSq.sqrt() / Math.Sqrt(biasCorrection2)).add_(Epsilon);
-                p.addcdiv_(s.ExpAvg, denom, -stepSize);
+                using var sqrtBiasCorrection2 = Math.Sqrt(biasCorrection2).ToScalar();
+                using var negativeStepSize = (-stepSize).ToScalar();
+                var denom = s.ExpAvgSq.sqrt().div_(sqrtBiasCorrection2).add_(_epsilon, TorchScalars.One);
+                p.addcdiv_(s.ExpAvg, denom, negativeStepSize);
             }
         }
     }
@@ -99,5 +107,6 @@ public sealed class AdamW : IDisposable
     {
         foreach (var s in _state.Values) { s.ExpAvg.Dispose(); s.ExpAvgSq.Dispose(); }
         _state.Clear();
+        foreach (var scalar in new[] { _beta2, _oneMinusBeta2, _epsilon }) scalar.Dispose();
     }
 }

@@ -1,3 +1,4 @@
+using TorchSharp;
 using VisualChat.Data;
 using VisualChat.Model;
 using static TorchSharp.torch;
@@ -21,6 +22,8 @@ public sealed class LlamaLmTrainable(LlamaForCausalLM model, Func<string, bool>?
 
     public bool IsPretrained(string parameterName) => !ParameterSelection.IsLoraParameter(parameterName);
 
+    private static readonly Scalar IgnoreLabel = Text.ConversationTemplate.IgnoreLabel.ToScalar();   // held: see TorchScalars
+
     public LossResult ComputeLoss(TrainingBatch batch)
     {
         using var scope = NewDisposeScope();
@@ -33,7 +36,7 @@ public sealed class LlamaLmTrainable(LlamaForCausalLM model, Func<string, bool>?
         var shiftedLogits = logits.narrow(1, 0, length - 1).to(ScalarType.Float32).reshape(-1, logits.shape[2]);
         var shiftedLabels = labels.narrow(1, 1, length - 1).reshape(-1);
         var loss = nn.functional.cross_entropy(shiftedLogits, shiftedLabels, ignore_index: Text.ConversationTemplate.IgnoreLabel);
-        long tokens = shiftedLabels.ne(Text.ConversationTemplate.IgnoreLabel).sum().item<long>();
+        long tokens = shiftedLabels.ne(IgnoreLabel).sum().item<long>();
         return new LossResult(loss.MoveToOuterDisposeScope(), tokens, 0);
     }
 

@@ -20,12 +20,14 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
     public double Alpha { get; }
     public double Scaling => Alpha / Rank;
     public bool Merged { get; private set; }
+    private readonly Scalar scaling;   // Scaling, held: a temporary Scalar may be finalized during the native call
 
     public LoraLinear(Linear baseLayer, int rank, double alpha, Generator? generator = null) : base(nameof(LoraLinear))
     {
         if (rank < 1) throw new ArgumentOutOfRangeException(nameof(rank), rank, "LoRA rank (lora_dim) must be >= 1.");
         Rank = rank;
         Alpha = alpha;
+        scaling = Scaling.ToScalar();
         base_layer = baseLayer;
         var weight = baseLayer.weight!;
         long outFeatures = weight.shape[0], inFeatures = weight.shape[1];
@@ -33,7 +35,9 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         double bound = 1.0 / Math.Sqrt(inFeatures);
         using (no_grad())
         {
-            lora_A = new Parameter((rand([rank, inFeatures], dtype: ScalarType.Float32, generator: generator) * (2 * bound) - bound).to(weight.device), true);
+            using var width = (2 * bound).ToScalar();
+            using var offset = bound.ToScalar();
+            lora_A = new Parameter(rand([rank, inFeatures], dtype: ScalarType.Float32, generator: generator).mul(width).sub(offset).to(weight.device), true);
             lora_B = new Parameter(zeros([outFeatures, rank], dtype: ScalarType.Float32, device: weight.device), true);
         }
         RegisterComponents();
@@ -45,8 +49,8 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         var y = base_layer.forward(x);
         if (Merged) return y.MoveToOuterDisposeScope();
         var inputDtype = x.dtype;
-        var update = nn.functional.linear(nn.functional.linear(x.to(lora_A.dtype), lora_A), lora_B) * Scaling;
-        return (y + update.to(inputDtype)).MoveToOuterDisposeScope();
+        var update = nn.functional.linear(nn.functional.linear(x.to(lora_A.dtype), lora_A), lora_B).mul(scaling);
+        return y.add(update.to(inputDtype), TorchScalars.One).MoveToOuterDisposeScope();
     }
 
     /// <summary>Adds B·A·(alpha/r) to the base weight; the adapter is then bypassed (its tensors are kept).</summary>
@@ -56,7 +60,7 @@ public sealed class LoraLinear : nn.Module<Tensor, Tensor>
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         var weight = base_layer.weight!;
-        weight.add_((lora_B.matmul(lora_A) * Scaling).to(weight.dtype));
+        weight.add_(lora_B.matmul(lora_A).mul(scaling).to(weight.dtype), TorchScalars.One);
         Merged = true;
     }
 }

@@ -179,7 +179,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                     }
                     else
                     {
-                        (loss * (_scaler.Scale / accumulation)).backward();
+                        using var lossScale = (_scaler.Scale / accumulation).ToScalar();   // held: see TorchScalars
+                        loss.mul(lossScale).backward();
                         lossSum += value;
                         micro++;
                         tokens += result.Tokens;
@@ -234,13 +235,14 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         AfterBackward?.Invoke(_step, _trainable.Select(t => (t.Name, t.Parameter)).ToList());
         // Loss was divided by the configured accumulation; a short last group is rescaled to a true mean.
         double unscale = accumulation / (double)microBatches / _scaler.Scale;
+        using var unscaleScalar = unscale.ToScalar();   // held: see TorchScalars
         var gradients = new Dictionary<string, Tensor>();
         foreach (var (name, parameter, _) in _trainable)
         {
             var grad = parameter.grad;
             if (grad is null) continue;
             var g = grad.to(ScalarType.Float32);
-            if (unscale != 1.0) g = ReferenceEquals(g, grad) ? g * unscale : g.mul_(unscale);
+            if (unscale != 1.0) g = ReferenceEquals(g, grad) ? g.mul(unscaleScalar) : g.mul_(unscaleScalar);
             gradients[name] = g;
         }
         double gradNorm = gradients.Count == 0 ? 0.0 : stack(gradients.Values.Select(g => g.norm()).ToArray()).norm().item<float>();
@@ -255,7 +257,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
             if (_config.MaxGradNorm > 0)
             {
                 double coefficient = _config.MaxGradNorm / (gradNorm + 1e-6);
-                if (coefficient < 1) foreach (var g in gradients.Values) g.mul_(coefficient);
+                using var coefficientScalar = coefficient.ToScalar();
+                if (coefficient < 1) foreach (var g in gradients.Values) g.mul_(coefficientScalar);
             }
             double multiplier = _schedule.Multiplier((int)Math.Min(int.MaxValue, _step));
             foreach (var group in _optimizer.Groups) group.LearningRate = group.BaseLearningRate * multiplier;

@@ -1,3 +1,4 @@
+using TorchSharp;
 using VisualChat.Weights;
 using VisualChat.Text;
 using static TorchSharp.torch;
@@ -61,6 +62,7 @@ public sealed class LanguageModelPreset : IModelPreset
         config.Save(Path.Combine(folder, "config.json"));
 
         using var generator = new Generator((ulong)options.Seed);
+        using var initializerRange = config.InitializerRange.ToScalar();   // held: see TorchScalars
         int written = 0;
         var shapes = config.ParameterShapes().ToList();
         var files = TensorFiles.SaveShardedStreaming(folder, shapes, dtype, (name, shape) => {
@@ -68,7 +70,7 @@ public sealed class LanguageModelPreset : IModelPreset
             options.Log?.WriteLine($"  [{written}/{shapes.Count}] {name} [{string.Join(", ", shape)}]");
             return name.EndsWith("norm.weight", StringComparison.Ordinal) ? ones(shape)
                 : name.EndsWith(".bias", StringComparison.Ordinal) ? zeros(shape)
-                : randn(shape, generator: generator).mul_(config.InitializerRange);
+                : randn(shape, generator: generator).mul_(initializerRange);
         }, options.MaxShardBytes, metadata: new Dictionary<string, string> { ["format"] = "pt" });
         return new PresetWriteResult(folder, new[] { "config.json" }.Concat(files).ToList(), weightBytes, hasTokenizer);
     }

@@ -162,18 +162,22 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
     /// their count (at least 1, so a batch without targets gives exactly 0 with a valid graph).</summary>
     public static (Tensor Loss, long Targets) ShiftedLoss(Tensor logits, Tensor labels)
     {
+        // Scalars held (TorchScalars, IgnoreLabelScalar, using locals): TorchSharp does not keep them alive during the native call.
         using var scope = NewDisposeScope();
         long length = logits.shape[1], vocab = logits.shape[2];
-        if (length < 2) return ((logits.sum() * 0).MoveToOuterDisposeScope(), 0);
+        if (length < 2) return (logits.sum().mul(TorchScalars.Zero).MoveToOuterDisposeScope(), 0);
         var shiftedLogits = logits.narrow(1, 0, length - 1).reshape(-1, vocab).to(ScalarType.Float32);
         var shiftedLabels = labels.narrow(1, 1, length - 1).reshape(-1).to(logits.device);
-        var targets = shiftedLabels.ne(ConversationTemplate.IgnoreLabel);
+        var targets = shiftedLabels.ne(IgnoreLabelScalar);
         long count = targets.sum().item<long>();
         var total = count == 0
-            ? shiftedLogits.sum() * 0
+            ? shiftedLogits.sum().mul(TorchScalars.Zero)
             : nn.functional.cross_entropy(shiftedLogits, shiftedLabels, ignore_index: ConversationTemplate.IgnoreLabel, reduction: nn.Reduction.Sum);
-        return ((total / Math.Max(count, 1)).MoveToOuterDisposeScope(), count);
+        using var divisor = Math.Max(count, 1).ToScalar();
+        return (total.div(divisor).MoveToOuterDisposeScope(), count);
     }
+
+    private static readonly Scalar IgnoreLabelScalar = ConversationTemplate.IgnoreLabel.ToScalar();
 
     /// <summary>Runs the decoder on embeddings [B, L, D] and applies the head → logits [B, L (or 1), lm_vocab_size]; frees the
     /// attention kernel's per-forward state. <paramref name="modality"/> [B, L] must be given (the cache records it).</summary>

@@ -13,7 +13,7 @@ public sealed class ClipAttention : nn.Module<Tensor, Tensor>
     private readonly nn.Module<Tensor, Tensor> out_proj;   // module-typed so LoRA can wrap it
     private readonly int numHeads;
     private readonly int headDim;
-    private readonly double scale;
+    private readonly Scalar scale;   // held: a temporary Scalar may be finalized during the native call
 
     public ClipAttention(int hiddenSize, int numHeads, string name = "self_attn") : base(name)
     {
@@ -21,7 +21,7 @@ public sealed class ClipAttention : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"hidden size {hiddenSize} is not divisible by {numHeads} heads.", nameof(numHeads));
         this.numHeads = numHeads;
         headDim = hiddenSize / numHeads;
-        scale = 1.0 / Math.Sqrt(headDim);
+        scale = (1.0 / Math.Sqrt(headDim)).ToScalar();
         k_proj = nn.Linear(hiddenSize, hiddenSize);
         v_proj = nn.Linear(hiddenSize, hiddenSize);
         q_proj = nn.Linear(hiddenSize, hiddenSize);
@@ -33,7 +33,7 @@ public sealed class ClipAttention : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var (batch, length, width) = (hiddenStates.shape[0], hiddenStates.shape[1], hiddenStates.shape[2]);
-        var query = SplitHeads(q_proj.forward(hiddenStates) * scale, batch, length);
+        var query = SplitHeads(q_proj.forward(hiddenStates).mul(scale), batch, length);
         var key = SplitHeads(k_proj.forward(hiddenStates), batch, length);
         var value = SplitHeads(v_proj.forward(hiddenStates), batch, length);
         var weights = query.matmul(key.transpose(-2, -1)).softmax(-1);

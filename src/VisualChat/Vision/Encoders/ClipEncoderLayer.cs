@@ -24,8 +24,8 @@ public sealed class ClipEncoderLayer : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor hiddenStates)
     {
         using var scope = NewDisposeScope();
-        var afterAttention = hiddenStates + self_attn.forward(layer_norm1.forward(hiddenStates));
-        var output = afterAttention + mlp.forward(layer_norm2.forward(afterAttention));
+        var afterAttention = hiddenStates.add(self_attn.forward(layer_norm1.forward(hiddenStates)), TorchScalars.One);
+        var output = afterAttention.add(mlp.forward(layer_norm2.forward(afterAttention)), TorchScalars.One);
         return output.MoveToOuterDisposeScope();
     }
 }

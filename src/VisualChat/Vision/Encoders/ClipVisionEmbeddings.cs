@@ -23,7 +23,13 @@ public sealed class ClipVisionEmbeddings : nn.Module<Tensor, Tensor>
         patch_embedding = nn.Conv2d(config.NumChannels, config.HiddenSize, config.PatchSize, stride: config.PatchSize, bias: false);
         position_embedding = nn.Embedding(config.NumPositions, config.HiddenSize);
         RegisterComponents();
-        register_buffer("position_ids", arange(config.NumPositions, dtype: ScalarType.Int64).unsqueeze(0), persistent: false);
+        register_buffer("position_ids", ArangePositions(config.NumPositions).unsqueeze(0), persistent: false);
+    }
+
+    private static Tensor ArangePositions(int count)
+    {
+        using var stop = count.ToScalar();   // held: TorchSharp does not keep Scalars alive during the native call
+        return arange(TorchScalars.Zero, stop, TorchScalars.One, dtype: ScalarType.Int64);
     }
 
     public override Tensor forward(Tensor pixelValues)
@@ -39,6 +45,6 @@ public sealed class ClipVisionEmbeddings : nn.Module<Tensor, Tensor>
         var classTokens = class_embedding.view(1, 1, -1).expand(batch, 1, -1);
         var embeddings = cat(new[] { classTokens, patches }, 1);
         // position_ids is arange(num_positions), so the lookup is the whole table in order.
-        return (embeddings + position_embedding.weight!.unsqueeze(0)).MoveToOuterDisposeScope();
+        return embeddings.add(position_embedding.weight!.unsqueeze(0), TorchScalars.One).MoveToOuterDisposeScope();
     }
 }

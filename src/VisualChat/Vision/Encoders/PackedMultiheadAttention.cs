@@ -16,6 +16,7 @@ public sealed class PackedMultiheadAttention : nn.Module<Tensor, Tensor, Tensor,
     private readonly Linear out_proj;
     private readonly int embedDim;
     private readonly int numHeads;
+    private readonly Scalar scale;   // held: a temporary Scalar may be finalized during the native call
 
     public PackedMultiheadAttention(int embedDim, int numHeads, string name = "attn") : base(name)
     {
@@ -23,11 +24,12 @@ public sealed class PackedMultiheadAttention : nn.Module<Tensor, Tensor, Tensor,
             throw new ArgumentException($"embed dim {embedDim} is not divisible by {numHeads} heads.", nameof(numHeads));
         this.embedDim = embedDim;
         this.numHeads = numHeads;
+        scale = (1.0 / Math.Sqrt(embedDim / numHeads)).ToScalar();
         in_proj_weight = new Parameter(empty(3L * embedDim, embedDim));
         in_proj_bias = new Parameter(zeros(3L * embedDim));
         out_proj = nn.Linear(embedDim, embedDim);
         nn.init.xavier_uniform_(in_proj_weight);
-        nn.init.constant_(out_proj.bias!, 0);
+        nn.init.constant_(out_proj.bias!, TorchScalars.Zero);
         RegisterComponents();
     }
 
@@ -39,7 +41,7 @@ public sealed class PackedMultiheadAttention : nn.Module<Tensor, Tensor, Tensor,
         var headDim = embedDim / numHeads;
         var weights = in_proj_weight.chunk(3, 0);
         var biases = in_proj_bias.chunk(3, 0);
-        var q = Heads(nn.functional.linear(query, weights[0], biases[0]), headDim) * (1.0 / Math.Sqrt(headDim));
+        var q = Heads(nn.functional.linear(query, weights[0], biases[0]), headDim).mul(scale);
         var k = Heads(nn.functional.linear(key, weights[1], biases[1]), headDim);
         var v = Heads(nn.functional.linear(value, weights[2], biases[2]), headDim);
         var context = q.matmul(k.transpose(-2, -1)).softmax(-1).matmul(v);

@@ -31,16 +31,23 @@ public sealed class QwenVisionTransformer : nn.Module<Tensor, Tensor>, IVisionEn
     {
         Config = config.Validated();
         conv1 = nn.Conv2d(3, config.Width, config.PatchSize, stride: config.PatchSize, bias: false);
-        positional_embedding = new Parameter(randn(config.PositionalEmbeddingSize, config.Width) * Math.Pow(config.Width, -0.5));
+        positional_embedding = new Parameter(ScaledRandn(config.PositionalEmbeddingSize, config.Width, Math.Pow(config.Width, -0.5)));
         ln_pre = nn.LayerNorm(config.Width, config.LayerNormEps);
         transformer = new QwenTransformerBlock(config);
         attn_pool = new Resampler(config.QueryGrid, config.OutputDim, config.EffectiveResamplerHeads, config.Width, config.LayerNormEps);
         ln_post = nn.LayerNorm(config.OutputDim, config.LayerNormEps);
         proj = config.UseOutputProjection
-            ? new Parameter(randn(config.OutputDim, config.OutputDim) * Math.Pow(config.OutputDim, -0.5))
+            ? new Parameter(ScaledRandn(config.OutputDim, config.OutputDim, Math.Pow(config.OutputDim, -0.5)))
             : null;
         RegisterComponents();
         Freeze();
+    }
+
+    private static Tensor ScaledRandn(long rows, long columns, double scale)
+    {
+        using var held = scale.ToScalar();   // held: TorchSharp does not keep Scalars alive during the native call
+        using var noise = randn(rows, columns);
+        return noise.mul(held);
     }
 
     public QwenVisionConfig Config { get; }
@@ -79,7 +86,7 @@ public sealed class QwenVisionTransformer : nn.Module<Tensor, Tensor>, IVisionEn
         using var scope = NewDisposeScope();
         var patches = conv1.forward(pixels.to(conv1.weight!.dtype));
         var x = patches.reshape(patches.shape[0], patches.shape[1], -1).permute(0, 2, 1);
-        x = x + VisionPositionalEmbeddings.GetAbsPos(positional_embedding, x.shape[1]);
+        x = x.add(VisionPositionalEmbeddings.GetAbsPos(positional_embedding, x.shape[1]), TorchScalars.One);
         x = ln_pre.forward(x);
         x = transformer.forward(x);
         x = ln_post.forward(attn_pool.forward(x));

@@ -15,7 +15,7 @@ public sealed class QwenVisualAttention : nn.Module<Tensor, Tensor>
     private readonly nn.Module<Tensor, Tensor> out_proj;   // module-typed so LoRA can wrap it
     private readonly int numHeads;
     private readonly int headDim;
-    private readonly double normFactor;
+    private readonly Scalar normFactor;   // held: a temporary Scalar may be finalized during the native call
 
     public QwenVisualAttention(int embedDim, int numHeads, string name = "attn") : base(name)
     {
@@ -23,7 +23,7 @@ public sealed class QwenVisualAttention : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"width {embedDim} is not divisible by {numHeads} heads.", nameof(numHeads));
         this.numHeads = numHeads;
         headDim = embedDim / numHeads;
-        normFactor = Math.Sqrt(headDim);
+        normFactor = Math.Sqrt(headDim).ToScalar();
         in_proj = nn.Linear(embedDim, 3L * embedDim);
         out_proj = nn.Linear(embedDim, embedDim);
         RegisterComponents();
@@ -36,7 +36,7 @@ public sealed class QwenVisualAttention : nn.Module<Tensor, Tensor>
         var (batch, length, width) = (x.shape[0], x.shape[1], x.shape[2]);
         var perHead = in_proj.forward(x).view(batch, length, numHeads, 3L * headDim);
         var parts = perHead.split(headDim, -1);
-        var query = parts[0].transpose(1, 2) / normFactor;
+        var query = parts[0].transpose(1, 2).div(normFactor);
         var key = parts[1].transpose(1, 2);
         var value = parts[2].transpose(1, 2);
         var probabilities = query.matmul(key.transpose(-2, -1)).softmax(-1);

@@ -24,7 +24,7 @@ public sealed class QwenVisualAttentionBlock : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var afterAttention = x + attn.forward(ln_1.forward(x));
-        return (afterAttention + mlp.forward(ln_2.forward(afterAttention))).MoveToOuterDisposeScope();
+        var afterAttention = x.add(attn.forward(ln_1.forward(x)), TorchScalars.One);
+        return afterAttention.add(mlp.forward(ln_2.forward(afterAttention)), TorchScalars.One).MoveToOuterDisposeScope();
     }
 }

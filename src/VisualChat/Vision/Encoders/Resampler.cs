@@ -40,7 +40,7 @@ public sealed class Resampler : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var keyPositions = VisionPositionalEmbeddings.GetAbsPos(pos_embed, x.shape[1]);
         var kv = ln_kv.forward(kv_proj is null ? x : kv_proj.forward(x));
-        var queries = (ln_q.forward(query) + pos_embed).unsqueeze(0).expand(x.shape[0], -1, -1);
-        return attn.forward(queries, kv + keyPositions, kv).MoveToOuterDisposeScope();
+        var queries = ln_q.forward(query).add(pos_embed, TorchScalars.One).unsqueeze(0).expand(x.shape[0], -1, -1);
+        return attn.forward(queries, kv.add(keyPositions, TorchScalars.One), kv).MoveToOuterDisposeScope();
     }
 }

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace VisualChat.Vision;
@@ -6,7 +7,9 @@ namespace VisualChat.Vision;
 public static class VisionActivations
 {
     /// <summary>OpenAI CLIP's approximation: x * sigmoid(1.702 x).</summary>
-    public static Tensor QuickGelu(Tensor x) => x * sigmoid(x * 1.702);
+    public static Tensor QuickGelu(Tensor x) => x * sigmoid(x.mul(QuickGeluSlope));
+
+    private static readonly Scalar QuickGeluSlope = 1.702.ToScalar();   // held: see TorchScalars
 
     /// <summary>Exact (erf) GELU, as HF "gelu" and torch.nn.GELU().</summary>
     public static Tensor Gelu(Tensor x) => nn.functional.gelu(x);

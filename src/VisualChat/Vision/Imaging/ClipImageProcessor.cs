@@ -149,13 +149,15 @@ public sealed class ClipImageProcessor
 
     private static int FloorDiv2(int value) => (int)Math.Floor(value / 2.0);
 
+    private static readonly Scalar PixelMin = 0.ToScalar(), PixelMax = 255.ToScalar();   // held: see TorchScalars
+
     private static RgbImage TorchResize(RgbImage image, int outWidth, int outHeight)
     {
         using var scope = NewDisposeScope();
         var input = image.ToTensor(ScalarType.Float32).unsqueeze(0);
         var resized = nn.functional.interpolate(input, new long[] { outHeight, outWidth },
             mode: InterpolationMode.Bicubic, align_corners: false, antialias: true);
-        var levels = resized.squeeze(0).round().clamp(0, 255).to_type(ScalarType.Byte).permute(1, 2, 0).contiguous();
+        var levels = resized.squeeze(0).round().clamp(PixelMin, PixelMax).to_type(ScalarType.Byte).permute(1, 2, 0).contiguous();
         return new RgbImage(outWidth, outHeight, levels.data<byte>().ToArray());
     }
 }

@@ -13,6 +13,7 @@ namespace VisualChat.Vision;
 public static class VisionWeightInit
 {
     public const double InitializerRange = 0.02;
+    private static readonly Scalar InitializerRangeScalar = InitializerRange.ToScalar();   // held: see TorchScalars
 
     /// <summary>Fills every parameter of <paramref name="module"/> by the rule above.</summary>
     public static void Initialize(nn.Module module, int seed)
@@ -42,7 +43,7 @@ public static class VisionWeightInit
             return name.EndsWith(".weight", StringComparison.Ordinal) ? ones(shape) : zeros(shape);
         if (name.EndsWith(".bias", StringComparison.Ordinal) || name.EndsWith("_bias", StringComparison.Ordinal))
             return zeros(shape);
-        return randn(shape, generator: generator).mul_(InitializerRange);
+        return randn(shape, generator: generator).mul_(InitializerRangeScalar);
     }
 
     private static bool IsLayerNorm(string name)

@@ -74,8 +74,8 @@ public sealed class PerceiverProjection : nn.Module<Tensor, Tensor>, IProjection
         var keyPositions = VisionPositionalEmbeddings.GetAbsPos(pos_embed, visionFeatures.shape[1]);
         var patches = visionFeatures.narrow(1, 1, visionFeatures.shape[1] - 1);
         var kv = ln_kv.forward(kv_proj.forward(patches));
-        var queries = (ln_q.forward(query) + pos_embed).unsqueeze(0).expand(visionFeatures.shape[0], -1, -1);
-        var attended = attn.forward(queries, kv + keyPositions, kv);
+        var queries = ln_q.forward(query).add(pos_embed, TorchScalars.One).unsqueeze(0).expand(visionFeatures.shape[0], -1, -1);
+        var attended = attn.forward(queries, kv.add(keyPositions, TorchScalars.One), kv);
         return projection.forward(attended).MoveToOuterDisposeScope();
     }
 
