@@ -106,6 +106,8 @@ public static class DemoPipeline
             }
             return untrainedLm;
         });
+        var described = EvaluateDescribed(recipe, lm, tokenizer, evalSamples);
+        log.WriteLine($"  LM with true descriptions: {described}");
         var projection = VisualChatTraining.CreateProjection(recipe);
 
         Stage("visualchat training", () =>
@@ -114,9 +116,9 @@ public static class DemoPipeline
             return VisualChatTraining.Run(recipe, lm, projection, chatSamples, features, VisualChatTraining.FirstImageIndex(chatSamples), log);
         });
 
-        var (visual, described) = Stage("evaluation", () => Evaluate(recipe, lm, encoder, projection, tokenizer, evalSamples));
+        var visual = Stage("evaluation", () => EvaluateVisual(recipe, lm, encoder, projection, evalSamples));
         log.WriteLine($"  VisualChat (images): {visual}");
-        log.WriteLine($"  LM with true descriptions: {described}");
+        log.WriteLine($"  LM with true descriptions (after LM pretraining): {described}");
         string modelFolder = Path.Combine(outputFolder, "model");
         var chat = Stage("model folder + chat", () =>
         {
@@ -144,23 +146,29 @@ public static class DemoPipeline
         return result;
     }
 
-    /// <summary>Scores the VisualChat model (images → encoder → projection) and, on the same rounds, the frozen LM
-    /// reading the true descriptions.</summary>
-    public static (DemoScores Visual, DemoScores Described) Evaluate(DemoRecipe recipe, LlamaForCausalLM lm, IVisionEncoder encoder,
-        IProjection projection, SentencePieceTokenizer tokenizer, IReadOnlyList<DemoSample> samples)
+    /// <summary>Scores the VisualChat model (images → encoder → projection) on held-out rounds.</summary>
+    public static DemoScores EvaluateVisual(DemoRecipe recipe, LlamaForCausalLM lm, IVisionEncoder encoder, IProjection projection,
+        IReadOnlyList<DemoSample> samples) =>
+        Score(samples, (lm, batch) => VisualChatTraining.Project(projection, VisualChatTraining.EncodeImages(encoder, batch.Scenes, recipe.ImageSize)), lm);
+
+    /// <summary>Scores the LM reading the true descriptions in the image slots: the ceiling the projection can reach
+    /// with this LM. Measured right after LM pretraining, before the DSVC stage moves the token embeddings.</summary>
+    public static DemoScores EvaluateDescribed(DemoRecipe recipe, LlamaForCausalLM lm, SentencePieceTokenizer tokenizer, IReadOnlyList<DemoSample> samples)
     {
-        var visual = new DemoScores();
-        var described = new DemoScores();
         var words = DescriptionVocabulary.From(tokenizer, recipe.DescribeWithAnswerTokens);
+        return Score(samples, (lm, batch) => DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words), lm);
+    }
+
+    static DemoScores Score(IReadOnlyList<DemoSample> samples, Func<LlamaForCausalLM, DemoBatch, Tensor> imageEmbeddings, LlamaForCausalLM lm)
+    {
+        var scores = new DemoScores();
         using var noGrad = no_grad();
         for (int first = 0; first < samples.Count; first += 32)
         {
             using var scope = NewDisposeScope();
             using var batch = DemoSamples.Collate(samples.Skip(first).Take(32).ToArray());
-            var features = VisualChatTraining.EncodeImages(encoder, batch.Scenes, recipe.ImageSize);
-            DemoChatForward.Score(DemoChatForward.Logits(lm, batch, projection.Project(features).squeeze(1)), batch, visual);
-            DemoChatForward.Score(DemoChatForward.Logits(lm, batch, DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words)), batch, described);
+            DemoChatForward.Score(DemoChatForward.Logits(lm, batch, imageEmbeddings(lm, batch)), batch, scores);
         }
-        return (visual, described);
+        return scores;
     }
 }

@@ -56,7 +56,7 @@ public static class VisualChatTraining
             using var scope = NewDisposeScope();
             using var batch = DemoSamples.Collate(picked.Select(i => samples[i]).ToArray());
             var imageIndex = tensor(picked.SelectMany(i => Enumerable.Range(firstImage[i], samples[i].Scenes.Length)).Select(x => (long)x).ToArray());
-            var imageEmbeddings = projection.Project(features.index_select(0, imageIndex)).squeeze(1);
+            var imageEmbeddings = Project(projection, features.index_select(0, imageIndex));
             var logits = DemoChatForward.Logits(lm, batch, imageEmbeddings);
             loss = optimization.Step(step, DemoChatForward.Loss(logits, batch.Labels));
             if (step % 50 == 0 || step == recipe.ChatSteps - 1)
@@ -66,6 +66,9 @@ public static class VisualChatTraining
         module.eval();
         return loss;
     }
+
+    /// <summary>Projected image tokens in placeholder order: [images · tokens per image, hidden].</summary>
+    public static Tensor Project(IProjection projection, Tensor features) => projection.Project(features).flatten(0, 1);
 
     /// <summary>Index of each sample's first image in the concatenated image list.</summary>
     public static int[] FirstImageIndex(IReadOnlyList<DemoSample> samples)
