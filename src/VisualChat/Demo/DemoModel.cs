@@ -39,7 +39,7 @@ public static class DemoModel
             target.copy_(source[name].narrow(0, 0, target.shape[0]));
         var config = new VisualChatConfig
         {
-            AttentionModeName = "mmca", Projection = "perceiver", PerceiverGridSize = 1, PerceiverHeads = recipe.LmHeads,
+            AttentionModeName = "mmca", Projection = "perceiver", PerceiverGridSize = VisualChatTraining.GridSize(recipe), PerceiverHeads = recipe.LmHeads,
             LmVocabSize = imageId, ImageTokenId = imageId, SystemPrompt = recipe.SystemPrompt, ClipVision = encoder.Config,
         };
         var model = new VisualChatModel(config, textLm, encoder, seed: recipe.Seed + 42)

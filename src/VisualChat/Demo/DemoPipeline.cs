@@ -64,8 +64,8 @@ public static class DemoPipeline
             var corpus = Enumerable.Range(0, 2000).Select(i => template.RenderText(DemoSamples.ToConversation(corpusGenerator.Generate(i))));
             var tokenizer = DemoTokenizer.Build(corpus, recipe.BpeMerges);
             tokenizer.Save(Path.Combine(outputFolder, "tokenizer"));
-            var chat = Enumerable.Range(0, recipe.ChatConversations).Select(i => DemoSamples.Encode(chatGenerator.Generate(i), template, tokenizer)).ToArray();
-            var eval = Enumerable.Range(0, recipe.EvalConversations).Select(i => DemoSamples.Encode(evalGenerator.Generate(i), template, tokenizer)).ToArray();
+            var chat = Enumerable.Range(0, recipe.ChatConversations).Select(i => DemoSamples.Encode(chatGenerator.Generate(i), template, tokenizer, recipe.ImageTokens)).ToArray();
+            var eval = Enumerable.Range(0, recipe.EvalConversations).Select(i => DemoSamples.Encode(evalGenerator.Generate(i), template, tokenizer, recipe.ImageTokens)).ToArray();
             if (recipe.WriteEvalJsonl) evalGenerator.WriteJsonl(Path.Combine(outputFolder, "eval"), "shapes-eval.jsonl", 0, recipe.EvalConversations);
             log.WriteLine($"  vocab {tokenizer.VocabSize}; mean tokens per conversation {chat.Average(s => s.InputIds.Length):F1}");
             return (tokenizer, chat, eval);
@@ -94,7 +94,7 @@ public static class DemoPipeline
         var lm = Stage("lm pretraining", () =>
         {
             if (cache is null) return LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, log).Lm;
-            var key = DemoStageCache.Key("lm", recipe.Seed, recipe.BpeMerges, recipe.SystemPrompt, recipe.DescribeWithAnswerTokens, tokenizer.VocabSize,
+            var key = DemoStageCache.Key("lm", recipe.Seed, recipe.BpeMerges, recipe.SystemPrompt, recipe.DescribeWithAnswerTokens, recipe.ImageTokens, tokenizer.VocabSize,
                 recipe.LmHidden, recipe.LmLayers, recipe.LmHeads, recipe.LmIntermediate, recipe.LmSteps, recipe.LmBatch, recipe.LmLearningRate,
                 recipe.WarmupSteps, recipe.WeightDecay);
             var (_, cached) = cache.GetOrTrain(key, untrainedLm, () => LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, log).FinalLoss, log);
@@ -156,7 +156,7 @@ public static class DemoPipeline
     public static DemoScores EvaluateDescribed(DemoRecipe recipe, LlamaForCausalLM lm, SentencePieceTokenizer tokenizer, IReadOnlyList<DemoSample> samples)
     {
         var words = DescriptionVocabulary.From(tokenizer, recipe.DescribeWithAnswerTokens);
-        return Score(samples, (lm, batch) => DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words), lm);
+        return Score(samples, (lm, batch) => DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words, recipe.ImageTokens), lm);
     }
 
     static DemoScores Score(IReadOnlyList<DemoSample> samples, Func<LlamaForCausalLM, DemoBatch, Tensor> imageEmbeddings, LlamaForCausalLM lm)

@@ -29,6 +29,9 @@ public sealed record DemoRecipe
     /// <summary>System prompt of the template; null renders none (the long DSVC default costs ~40 tokens a sample).</summary>
     public string? SystemPrompt { get; init; }
 
+    /// <summary>LM positions per image, 1 or 4: the perceiver's query grid is √ of this, and in LM pretraining the slots
+    /// hold the summed description (1) or the image marker, count, colour and kind one per slot (4).</summary>
+    public int ImageTokens { get; init; } = 1;
     /// <summary>Image descriptions use the answers' own tokens where single pieces exist (see <see cref="DescriptionVocabulary.From"/>).</summary>
     public bool DescribeWithAnswerTokens { get; init; }
 

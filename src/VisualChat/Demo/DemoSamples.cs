@@ -41,7 +41,8 @@ public static class DemoSamples
         return new Conversation("shapes", rounds, [new SourceId("shapes", shapes.Id)]);
     }
 
-    public static DemoSample Encode(ShapesConversation shapes, ConversationTemplate template, ITokenizer tokenizer)
+    /// <param name="imageTokens">LM positions per image: each &lt;image&gt; placeholder becomes this many image slots.</param>
+    public static DemoSample Encode(ShapesConversation shapes, ConversationTemplate template, ITokenizer tokenizer, int imageTokens = 1)
     {
         var conversation = ToConversation(shapes);
         var rounds = template.TokenizeRounds(conversation, tokenizer);
@@ -52,16 +53,23 @@ public static class DemoSamples
         foreach (var round in rounds)
         {
             int offset = ids.Count;
-            ids.AddRange(round.InputIds);
-            labels.AddRange(round.Labels);
-            int start = Array.FindIndex(round.Labels, l => l != ConversationTemplate.IgnoreLabel);
+            for (int t = 0; t < round.InputIds.Length; t++)
+            {
+                int copies = round.InputIds[t] == imageId ? imageTokens : 1;
+                for (int c = 0; c < copies; c++)
+                {
+                    ids.Add(round.InputIds[t]);
+                    labels.Add(round.Labels[t]);
+                }
+            }
+            int start = labels.FindIndex(offset, l => l != ConversationTemplate.IgnoreLabel);
             if (start < 0) throw new InvalidDataException($"Round {round.RoundIndex + 1} of {shapes.Id} has no answer tokens.");
-            answers.Add((offset + start, offset + round.Labels.Length, shapes.Rounds[round.RoundIndex].Kind));
+            answers.Add((start, ids.Count, shapes.Rounds[round.RoundIndex].Kind));
         }
         var positions = Enumerable.Range(0, ids.Count).Where(i => ids[i] == imageId).ToArray();
         var scenes = shapes.Images.ToArray();
-        if (positions.Length != scenes.Length)
-            throw new InvalidDataException($"{shapes.Id}: {scenes.Length} images but {positions.Length} '<image>' placeholders.");
+        if (positions.Length != scenes.Length * imageTokens)
+            throw new InvalidDataException($"{shapes.Id}: {scenes.Length} images but {positions.Length / imageTokens} '<image>' placeholders.");
         return new DemoSample(ids.ToArray(), labels.ToArray(), positions, scenes, answers.ToArray());
     }
 

@@ -48,10 +48,10 @@ public static class LanguagePretraining
         {
             // Fresh conversations every step: text is free to generate, so the LM never sees a sample twice.
             var samples = Enumerable.Range(step * recipe.LmBatch, recipe.LmBatch)
-                .Select(i => DemoSamples.Encode(generator.Generate(i), template, tokenizer)).ToArray();
+                .Select(i => DemoSamples.Encode(generator.Generate(i), template, tokenizer, recipe.ImageTokens)).ToArray();
             using var scope = NewDisposeScope();
             using var batch = DemoSamples.Collate(samples);
-            var logits = DemoChatForward.Logits(lm, batch, DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words));
+            var logits = DemoChatForward.Logits(lm, batch, DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words, recipe.ImageTokens));
             loss = optimization.Step(step, DemoChatForward.Loss(logits, batch.Labels));
             if (step % 250 == 0 || step == recipe.LmSteps - 1)
                 log.WriteLine($"  lm step {step,4}: loss {loss:F4} ({clock.Elapsed.TotalSeconds:F0} s)");

@@ -18,8 +18,16 @@ public static class VisualChatTraining
     {
         manual_seed(recipe.Seed + 31);
         return ProjectionFactory.Create(ProjectionKind.Perceiver, recipe.VisionWidth, recipe.LmHidden,
-            new ProjectionOptions(PerceiverGridSize: 1, PerceiverHeads: recipe.LmHeads));
+            new ProjectionOptions(PerceiverGridSize: GridSize(recipe), PerceiverHeads: recipe.LmHeads));
     }
+
+    /// <summary>The perceiver's query grid: <see cref="DemoRecipe.ImageTokens"/> = grid².</summary>
+    public static int GridSize(DemoRecipe recipe) => recipe.ImageTokens switch
+    {
+        1 => 1,
+        4 => 2,
+        _ => throw new ArgumentException($"DemoRecipe.ImageTokens is {recipe.ImageTokens}; the demo supports 1 or 4 tokens per image."),
+    };
 
     /// <summary>Frozen-encoder features for every image, computed once: [images, tokens, width].</summary>
     public static Tensor EncodeImages(IVisionEncoder encoder, IReadOnlyList<ShapeScene> scenes, int imageSize)

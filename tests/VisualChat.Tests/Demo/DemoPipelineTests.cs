@@ -30,7 +30,7 @@ public class DemoPipelineTests
             using var model = VisualChat.Model.VisualChatModel.Load(result.ModelFolder);
             model.eval();
             Assert.Equal(VisualChat.Model.AttentionMode.Mmca, model.Config.AttentionMode);
-            Assert.Equal(1, model.ImageTokens);
+            Assert.Equal(DemoRecipe.Quick().ImageTokens, model.ImageTokens);
             using var session = new VisualChat.Inference.Chat.ChatSession(model);
             foreach (var _ in result.Chat[0].Images) session.AddImage(Path.Combine(folder, "chat", $"image{session.Images.Count + 1}.png"));
             Assert.Equal(result.Chat[0].Answer, session.Ask(result.Chat[0].Question).Trim());
