@@ -15,11 +15,11 @@ public sealed record AblationSettings
     /// <summary>Seeds 1..Seeds; each pretrains its own encoder and LM and trains every mode.</summary>
     public int Seeds { get; init; } = 3;
     /// <summary>DeepSpeed-VisualChat-stage steps per mode.</summary>
-    public int Steps { get; init; } = 250;
+    public int Steps { get; init; } = 300;
     /// <summary>Text-only LM pretraining steps per seed.</summary>
-    public int LmSteps { get; init; } = 1200;
+    public int LmSteps { get; init; } = 1500;
     /// <summary>Vision pretraining steps per seed.</summary>
-    public int VisionSteps { get; init; } = 1200;
+    public int VisionSteps { get; init; } = 1500;
     /// <summary>Eval-loss measurements after step 0 (evenly spaced; the last is after the final step).</summary>
     public int EvalPoints { get; init; } = 8;
     /// <summary>Training conversations of the DSVC stage (a fixed pool, sampled in the same order for every mode).</summary>
