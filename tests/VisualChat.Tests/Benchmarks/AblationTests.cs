@@ -91,5 +91,6 @@ public class AblationTests
         Assert.Equal(0, MeanStd.Of([0.4]).Std);
         var settings = new AblationSettings { Steps = 250, EvalPoints = 8 };
         Assert.Equal([0, 31, 62, 94, 125, 156, 188, 219, 250], settings.EvalSteps());
+        Assert.Equal(1, new AblationSettings().Workers);
     }
 }

@@ -15,19 +15,23 @@ public sealed record AblationSettings
     /// <summary>Seeds 1..Seeds; each pretrains its own encoder and LM and trains every mode.</summary>
     public int Seeds { get; init; } = 3;
     /// <summary>DeepSpeed-VisualChat-stage steps per mode.</summary>
-    public int Steps { get; init; } = 300;
+    public int Steps { get; init; } = 250;
     /// <summary>Text-only LM pretraining steps per seed.</summary>
-    public int LmSteps { get; init; } = 1500;
+    public int LmSteps { get; init; } = 1200;
     /// <summary>Vision pretraining steps per seed.</summary>
-    public int VisionSteps { get; init; } = 1500;
+    public int VisionSteps { get; init; } = 1200;
     /// <summary>Eval-loss measurements after step 0 (evenly spaced; the last is after the final step).</summary>
     public int EvalPoints { get; init; } = 8;
     /// <summary>Training conversations of the DSVC stage (a fixed pool, sampled in the same order for every mode).</summary>
     public int Conversations { get; init; } = 3000;
     /// <summary>Held-out conversations (a different generator seed) for eval loss and accuracy.</summary>
     public int EvalConversations { get; init; } = 400;
-    /// <summary>Independent jobs (pretraining stages, mode runs) trained at the same time, each single-threaded in libtorch.</summary>
-    public int Workers { get; init; } = 2;
+    /// <summary>Independent jobs (pretraining stages, mode runs) trained at the same time, each single-threaded in libtorch.
+    /// Default 1: with two training threads, a GC triggered by one lets the finalizer free a TorchSharp Scalar that the
+    /// other is still passing to libtorch (implicit <c>tensor * double</c> Scalars in the model code); seen here as
+    /// "Unknown scalar type" in ClipAttention within 500 vision steps, and it can as well silently read a freed value.
+    /// Use 2 only once the model code keeps its Scalars alive.</summary>
+    public int Workers { get; init; } = 1;
     public IReadOnlyList<AttentionMode> Modes { get; init; } = [AttentionMode.Causal, AttentionMode.CausalCross, AttentionMode.Mmca];
 
     /// <summary>A budget for tests and smoke runs: one seed, seconds per job.</summary>

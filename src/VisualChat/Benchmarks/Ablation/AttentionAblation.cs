@@ -241,7 +241,11 @@ public static class AttentionAblation
                 var buffer = new StringWriter();
                 var clock = Stopwatch.StartNew();
                 try { jobs[i].Work(buffer); }
-                catch (Exception e) { Interlocked.CompareExchange(ref failure, new InvalidOperationException($"Ablation job '{jobs[i].Name}' failed: {e.Message}", e), null); }
+                catch (Exception e)
+                {
+                    Interlocked.CompareExchange(ref failure, new InvalidOperationException($"Ablation job '{jobs[i].Name}' failed: {e.Message}", e), null);
+                    buffer.WriteLine($"[{jobs[i].Name}] FAILED: {e}");
+                }
                 lock (gate)
                 {
                     log.Write(buffer.ToString());
