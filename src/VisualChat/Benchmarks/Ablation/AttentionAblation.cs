@@ -25,6 +25,18 @@ public static class AttentionAblation
     public static AblationResult Run(AblationSettings settings, TextWriter log)
     {
         settings.Validated();
+        // No background GC while this runs: a concurrent collection can scan a thread that is inside a libtorch call
+        // whose implicit TorchSharp Scalar is already dead to the JIT, and the finalizer then frees it mid-call
+        // ("Unknown scalar type"; seen in ClipAttention even with one worker). Blocking collections only happen at an
+        // allocation of a training thread, where no such call is in flight — with one worker.
+        var latency = System.Runtime.GCSettings.LatencyMode;
+        System.Runtime.GCSettings.LatencyMode = System.Runtime.GCLatencyMode.Batch;
+        try { return RunBlockingGc(settings, log); }
+        finally { System.Runtime.GCSettings.LatencyMode = latency; }
+    }
+
+    static AblationResult RunBlockingGc(AblationSettings settings, TextWriter log)
+    {
         // One intra-op thread per job: the matrices are tiny, and the jobs themselves run side by side.
         torch.set_num_threads(1);
         var clock = Stopwatch.StartNew();
