@@ -45,6 +45,8 @@ public static class BenchAblationCommand
                 parse.InvocationConfiguration.Error.WriteLine($"vchat bench ablation: {e.Message}");
                 return 2;
             }
+            // Every job runs on one libtorch thread (tiny matrices); set before printing so the machine line says so.
+            TorchSharp.torch.set_num_threads(1);
             stdout.WriteLine($"machine: {MachineInfo.Current()}");
             stdout.WriteLine($"budget per seed: vision {settings.VisionSteps} steps, LM {settings.LmSteps} steps, DSVC {settings.Steps} steps × batch {settings.Recipe.ChatBatch} " +
                              $"from {settings.Conversations} conversations, eval on {settings.EvalConversations} held-out conversations");

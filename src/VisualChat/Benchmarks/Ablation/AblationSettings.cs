@@ -15,7 +15,7 @@ public sealed record AblationSettings
     /// <summary>Seeds 1..Seeds; each pretrains its own encoder and LM and trains every mode.</summary>
     public int Seeds { get; init; } = 3;
     /// <summary>DeepSpeed-VisualChat-stage steps per mode.</summary>
-    public int Steps { get; init; } = 250;
+    public int Steps { get; init; } = 500;
     /// <summary>Text-only LM pretraining steps per seed.</summary>
     public int LmSteps { get; init; } = 1200;
     /// <summary>Vision pretraining steps per seed.</summary>
