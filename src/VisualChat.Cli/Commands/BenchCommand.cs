@@ -12,6 +12,7 @@ public static class BenchCommand
         bench.Subcommands.Add(Attention());
         bench.Subcommands.Add(BenchPreprocessCommand.Create());
         bench.Subcommands.Add(BenchVisionCommand.Create());
+        bench.Subcommands.Add(BenchAblationCommand.Create());
         bench.Subcommands.Add(Decode());
         bench.Subcommands.Add(TrainCommand.CreateBench());
         return bench;

@@ -20,7 +20,7 @@ public sealed record DemoRecipe
     public int VisionWidth { get; init; } = 64;
     public int VisionLayers { get; init; } = 2;
     public int VisionHeads { get; init; } = 4;
-    public int VisionSteps { get; init; } = 3000;
+    public int VisionSteps { get; init; } = 4000;
     public int VisionBatch { get; init; } = 64;
     public double VisionLearningRate { get; init; } = 3e-3;
 
@@ -31,28 +31,29 @@ public sealed record DemoRecipe
 
     /// <summary>LM positions per image, 1 or 4: the perceiver's query grid is √ of this, and in LM pretraining the slots
     /// hold the summed description (1) or the image marker, count, colour and kind one per slot (4).</summary>
-    public int ImageTokens { get; init; } = 1;
+    public int ImageTokens { get; init; } = 4;
     /// <summary>Image descriptions use the answers' own tokens where single pieces exist (see <see cref="DescriptionVocabulary.From"/>).</summary>
-    public bool DescribeWithAnswerTokens { get; init; }
+    public bool DescribeWithAnswerTokens { get; init; } = true;
 
     // Language model (LLaMA architecture) and its pretraining on conversations with described images.
     public int LmHidden { get; init; } = 64;
     public int LmLayers { get; init; } = 3;
     public int LmHeads { get; init; } = 4;
     public int LmIntermediate { get; init; } = 192;
-    public int LmSteps { get; init; } = 2000;
+    public int LmSteps { get; init; } = 1600;
     public int LmBatch { get; init; } = 32;
     public double LmLearningRate { get; init; } = 3e-3;
 
     // DeepSpeed-VisualChat stage: frozen encoder + frozen LM, trained projection (perceiver, one query per image).
     public int ChatConversations { get; init; } = 3000;
-    public int ChatSteps { get; init; } = 400;
+    public int ChatSteps { get; init; } = 1200;
     public int ChatBatch { get; init; } = 32;
     public double ChatLearningRate { get; init; } = 2e-3;
     /// <summary>Also train the LM's token embeddings (DSVC trains them; tied to the output head here).</summary>
     public bool ChatTrainTokenEmbeddings { get; init; } = true;
-    /// <summary>Adam betas of the DSVC stage (the paper's (0, 0.95)).</summary>
-    public double ChatBeta1 { get; init; } = 0.0;
+    /// <summary>Adam betas of the DSVC stage. The paper uses (0, 0.95); with β1 = 0 this tiny run reached 80 % instead of
+    /// 95 % in the same steps (measured), so the demo keeps momentum.</summary>
+    public double ChatBeta1 { get; init; } = 0.9;
     public double ChatBeta2 { get; init; } = 0.95;
 
     public int WarmupSteps { get; init; } = 30;
