@@ -15,10 +15,11 @@ public class DemoPipelineTests
         {
             var log = new StringWriter();
             var result = DemoPipeline.Run(DemoRecipe.Quick(), folder, log);
-            // Chance: colour 1/6, shape 1/4, count 1/4, yes/no 1/2; the answer format alone is not enough.
-            Assert.True(result.Vision.ColourAccuracy > 0.8, log.ToString());
-            Assert.True(result.DescribedAccuracy > 0.45, log.ToString());
-            Assert.True(result.Accuracy > 0.35, log.ToString());
+            // Chance: colour 1/6, shape 1/4, count 1/4, yes/no 1/2, about 30 % overall; the answer format alone is not
+            // enough. Measured with this recipe: colour probe 100 %, described 77 %, images 59 %.
+            Assert.True(result.Vision.ColourAccuracy > 0.9, log.ToString());
+            Assert.True(result.DescribedAccuracy > 0.65, log.ToString());
+            Assert.True(result.Accuracy > 0.5, log.ToString());
             Assert.Equal(6, result.Timings.Count);
             Assert.True(File.Exists(Path.Combine(folder, "tokenizer", "tokenizer.model")) || Directory.EnumerateFiles(Path.Combine(folder, "tokenizer")).Any());
 
