@@ -74,30 +74,27 @@ public static class DemoPipeline
         using var kernel = new DemoMmcaKernel();
         var untrainedVision = VisionPretraining.Create(recipe);
         var untrainedLm = LanguagePretraining.Create(recipe, tokenizer.VocabSize);
-        // Sequential on purpose: running the two stages on two threads would halve their wall time, but TorchSharp 0.107
-        // does not keep the Scalars of its ops alive, so a GC started by one thread can free a Scalar the other thread
-        // is using inside libtorch.
         var cache = cacheFolder is null ? null : new DemoStageCache(cacheFolder);
-        var (encoder, vision) = Stage("vision pretraining", () =>
+        (ClipVisionModel Encoder, VisionReport Report) PretrainVision(TextWriter stageLog)
         {
-            if (cache is null) return VisionPretraining.Train(recipe, untrainedVision, log);
+            if (cache is null) return VisionPretraining.Train(recipe, untrainedVision, stageLog);
             var key = DemoStageCache.Key("vision", recipe.Seed, recipe.ImageSize, recipe.PatchSize, recipe.VisionWidth, recipe.VisionLayers,
                 recipe.VisionHeads, recipe.VisionSteps, recipe.VisionBatch, recipe.VisionLearningRate, recipe.WarmupSteps, recipe.WeightDecay);
-            var (report, cached) = cache.GetOrTrain(key, untrainedVision.Encoder, () => VisionPretraining.Train(recipe, untrainedVision, log).Report, log);
+            var (report, cached) = cache.GetOrTrain(key, untrainedVision.Encoder, () => VisionPretraining.Train(recipe, untrainedVision, stageLog).Report, stageLog);
             if (cached)
             {
                 untrainedVision.Encoder.Freeze();
                 untrainedVision.KindHead.Dispose(); untrainedVision.ColourHead.Dispose(); untrainedVision.CountHead.Dispose();
             }
             return (untrainedVision.Encoder, report);
-        });
-        var lm = Stage("lm pretraining", () =>
+        }
+        LlamaForCausalLM PretrainLm(TextWriter stageLog)
         {
-            if (cache is null) return LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, log).Lm;
+            if (cache is null) return LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, stageLog).Lm;
             var key = DemoStageCache.Key("lm", recipe.Seed, recipe.BpeMerges, recipe.SystemPrompt, recipe.DescribeWithAnswerTokens, recipe.ImageTokens, tokenizer.VocabSize,
                 recipe.LmHidden, recipe.LmLayers, recipe.LmHeads, recipe.LmIntermediate, recipe.LmSteps, recipe.LmBatch, recipe.LmLearningRate,
                 recipe.WarmupSteps, recipe.WeightDecay);
-            var (_, cached) = cache.GetOrTrain(key, untrainedLm, () => LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, log).FinalLoss, log);
+            var (_, cached) = cache.GetOrTrain(key, untrainedLm, () => LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, stageLog).FinalLoss, stageLog);
             if (cached)
             {
                 untrainedLm.AttentionKernel = kernel;
@@ -105,7 +102,42 @@ public static class DemoPipeline
                 untrainedLm.eval();
             }
             return untrainedLm;
-        });
+        }
+
+        ClipVisionModel encoder;
+        VisionReport vision;
+        LlamaForCausalLM lm;
+        if (recipe.ParallelPretraining)
+        {
+            // The two stages are independent and each runs single-threaded inside libtorch, so on two cores they take the
+            // time of the longer one. Safe because no temporary Scalar reaches libtorch (see TorchScalars) and each
+            // thread's tensors live in its own dispose scopes; both modules were initialised above, before the threads.
+            (encoder, vision, lm) = Stage("pretraining (vision ‖ LM)", () =>
+            {
+                var visionLog = new StringWriter();
+                var visionTask = Task.Factory.StartNew(() =>
+                {
+                    torch.set_num_threads(recipe.Threads);
+                    var clock = Stopwatch.StartNew();
+                    var result = PretrainVision(visionLog);
+                    visionLog.WriteLine($"  vision pretraining: {clock.Elapsed.TotalSeconds:F1} s");
+                    return result;
+                }, TaskCreationOptions.LongRunning);
+                var lmLog = new StringWriter();
+                var lmClock = Stopwatch.StartNew();
+                var pretrainedLm = PretrainLm(lmLog);
+                lmLog.WriteLine($"  lm pretraining: {lmClock.Elapsed.TotalSeconds:F1} s");
+                var (pretrainedEncoder, report) = visionTask.GetAwaiter().GetResult();
+                log.Write(visionLog);
+                log.Write(lmLog);
+                return (pretrainedEncoder, report, pretrainedLm);
+            });
+        }
+        else
+        {
+            (encoder, vision) = Stage("vision pretraining", () => PretrainVision(log));
+            lm = Stage("lm pretraining", () => PretrainLm(log));
+        }
         var described = EvaluateDescribed(recipe, lm, tokenizer, evalSamples);
         log.WriteLine($"  LM with true descriptions: {described}");
         var projection = VisualChatTraining.CreateProjection(recipe);
