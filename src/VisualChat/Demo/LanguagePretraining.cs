@@ -37,27 +37,42 @@ public static class LanguagePretraining
         ConversationTemplate template, DemoMmcaKernel kernel, TextWriter log)
     {
         lm.AttentionKernel = kernel;
-        lm.train();
         var words = DescriptionVocabulary.From(tokenizer, recipe.DescribeWithAnswerTokens);
+        float loss = TrainOnFreshConversations(recipe, lm, tokenizer, template, "lm", log, samples =>
+        {
+            using var batch = DemoSamples.Collate(samples);
+            var logits = DemoChatForward.Logits(lm, batch, DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words, recipe.ImageTokens));
+            return DemoChatForward.Loss(logits, batch.Labels);
+        });
+        return (lm, loss);
+    }
+
+    /// <summary>
+    /// The LM pretraining loop shared by the demo and the ablation: <see cref="DemoRecipe.LmSteps"/> AdamW steps, each on
+    /// <see cref="DemoRecipe.LmBatch"/> conversations never seen before (text is free to generate), encoded with the
+    /// recipe's image slots; <paramref name="loss"/> turns them into the step's loss inside the step's dispose scope.
+    /// Freezes the LM afterwards and returns the last loss.
+    /// </summary>
+    public static float TrainOnFreshConversations(DemoRecipe recipe, LlamaForCausalLM lm, SentencePieceTokenizer tokenizer,
+        ConversationTemplate template, string label, TextWriter log, Func<DemoSample[], Tensor> loss)
+    {
+        lm.train();
         var generator = new ShapesConversationGenerator(recipe.Seed + 22);
         using var optimization = new DemoOptimization(lm.parameters(), recipe.LmLearningRate, recipe.LmSteps, recipe.WarmupSteps,
             weightDecay: recipe.WeightDecay);
-        float loss = float.NaN;
+        float last = float.NaN;
         var clock = Stopwatch.StartNew();
         for (int step = 0; step < recipe.LmSteps; step++)
         {
-            // Fresh conversations every step: text is free to generate, so the LM never sees a sample twice.
             var samples = Enumerable.Range(step * recipe.LmBatch, recipe.LmBatch)
                 .Select(i => DemoSamples.Encode(generator.Generate(i), template, tokenizer, recipe.ImageTokens)).ToArray();
             using var scope = NewDisposeScope();
-            using var batch = DemoSamples.Collate(samples);
-            var logits = DemoChatForward.Logits(lm, batch, DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words, recipe.ImageTokens));
-            loss = optimization.Step(step, DemoChatForward.Loss(logits, batch.Labels));
+            last = optimization.Step(step, loss(samples));
             if (step % 250 == 0 || step == recipe.LmSteps - 1)
-                log.WriteLine($"  lm step {step,4}: loss {loss:F4} ({clock.Elapsed.TotalSeconds:F0} s)");
+                log.WriteLine($"  {label} step {step,4}: loss {last:F4} ({clock.Elapsed.TotalSeconds:F0} s)");
         }
         foreach (var p in lm.parameters()) p.requires_grad = false;
         lm.eval();
-        return (lm, loss);
+        return last;
     }
 }

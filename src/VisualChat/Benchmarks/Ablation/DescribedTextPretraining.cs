@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using VisualChat.Data.Synthetic;
 using VisualChat.Demo;
 using VisualChat.Model;
@@ -54,29 +53,13 @@ public static class DescribedTextPretraining
     public static float Train(DemoRecipe recipe, LlamaForCausalLM lm, SentencePieceTokenizer tokenizer, ConversationTemplate template, TextWriter log)
     {
         lm.AttentionKernel = VisualChat.Attention.CausalAttentionKernel.Instance;
-        lm.train();
         // The LM's vocabulary has no <image>: BOS (no other role inside a conversation) marks where an image starts.
         var words = DescriptionVocabulary.From(tokenizer, recipe.DescribeWithAnswerTokens) with { ImageMarker = tokenizer.BosId };
-        var generator = new ShapesConversationGenerator(recipe.Seed + 22);
-        using var optimization = new DemoOptimization(lm.parameters(), recipe.LmLearningRate, recipe.LmSteps, recipe.WarmupSteps,
-            weightDecay: recipe.WeightDecay);
-        float loss = float.NaN;
-        var clock = Stopwatch.StartNew();
-        for (int step = 0; step < recipe.LmSteps; step++)
+        return LanguagePretraining.TrainOnFreshConversations(recipe, lm, tokenizer, template, $"seed {recipe.Seed / 1000} lm", log, samples =>
         {
-            // Text is free to generate: the LM never sees a conversation twice.
-            var described = Enumerable.Range(step * recipe.LmBatch, recipe.LmBatch)
-                .Select(i => Describe(DemoSamples.Encode(generator.Generate(i), template, tokenizer, recipe.ImageTokens), words, recipe.ImageTokens)).ToArray();
-            using var scope = NewDisposeScope();
-            var (ids, labels) = Collate(described);
-            var logits = lm.Forward(new CausalLMInput(InputIds: ids)).Logits;
-            loss = optimization.Step(step, DemoChatForward.Loss(logits, labels));
-            if (step % 250 == 0 || step == recipe.LmSteps - 1)
-                log.WriteLine($"  seed {recipe.Seed / 1000} lm step {step,4}: loss {loss:F4} ({clock.Elapsed.TotalSeconds:F0} s)");
-        }
-        foreach (var p in lm.parameters()) p.requires_grad = false;
-        lm.eval();
-        return loss;
+            var (ids, labels) = Collate(samples.Select(sample => Describe(sample, words, recipe.ImageTokens)).ToArray());
+            return DemoChatForward.Loss(lm.Forward(new CausalLMInput(InputIds: ids)).Logits, labels);
+        });
     }
 
     /// <summary>Right-padded ids (0) and labels (ignored) [B, L]; causal attention never lets a token see the padding after it.</summary>
