@@ -37,12 +37,7 @@ public static class DemoModel
         var source = lm.state_dict();
         foreach (var (name, target) in textLm.state_dict())
             target.copy_(source[name].narrow(0, 0, target.shape[0]));
-        var config = new VisualChatConfig
-        {
-            AttentionModeName = "mmca", Projection = "perceiver", PerceiverGridSize = VisualChatTraining.GridSize(recipe), PerceiverHeads = recipe.LmHeads,
-            LmVocabSize = imageId, ImageTokenId = imageId, SystemPrompt = recipe.SystemPrompt, ClipVision = encoder.Config,
-        };
-        var model = new VisualChatModel(config, textLm, encoder, seed: recipe.Seed + 42)
+        var model = new VisualChatModel(Config(recipe, AttentionMode.Mmca, imageId, encoder.Config), textLm, encoder, seed: recipe.Seed + 42)
         {
             Tokenizer = tokenizer,
             // The chat images are written at the encoder's size, already box-filtered like the training pixels.
@@ -58,6 +53,15 @@ public static class DemoModel
         model.eval();
         return model;
     }
+
+    /// <summary>The VisualChat config of a demo-recipe model: perceiver projection with the recipe's image tokens, the
+    /// demo LM's text vocabulary with &lt;image&gt; as the one added id.</summary>
+    public static VisualChatConfig Config(DemoRecipe recipe, AttentionMode mode, int imageId, ClipVisionConfig encoder) => new()
+    {
+        AttentionModeName = VisualChatConfig.AttentionModeToName(mode), Projection = "perceiver",
+        PerceiverGridSize = VisualChatTraining.GridSize(recipe), PerceiverHeads = recipe.LmHeads,
+        LmVocabSize = imageId, ImageTokenId = imageId, SystemPrompt = recipe.SystemPrompt, ClipVision = encoder,
+    };
 
     /// <summary>RGB bytes of <paramref name="scene"/> at the encoder's size: the 64-px render box-filtered, as in training.</summary>
     public static byte[] RenderAt(ShapeScene scene, int imageSize)

@@ -124,7 +124,7 @@ public static class AttentionAblation
     }
 
     /// <summary>A VisualChatModel for <paramref name="mode"/> around copies of the pretrained LM and encoder, with a
-    /// perceiver projection of one query (one LM token per image) initialised from the recipe's seed — the same
+    /// perceiver projection of the recipe's image tokens (<see cref="DemoModel.Config"/>) initialised from the recipe's seed — the same
     /// projection for every mode, since the model draws it right after seeding the generator.</summary>
     public static VisualChatModel BuildModel(DemoRecipe recipe, AttentionMode mode, LlamaForCausalLM pretrainedLm, ClipVisionModel encoder, int imageId)
     {
@@ -132,12 +132,7 @@ public static class AttentionAblation
         var vision = new ClipVisionModel(encoder.Config);
         CopyWeights(pretrainedLm, lm);
         CopyWeights(encoder, vision);
-        var config = new VisualChatConfig
-        {
-            AttentionModeName = VisualChatConfig.AttentionModeToName(mode), Projection = "perceiver", PerceiverGridSize = VisualChatTraining.GridSize(recipe),
-            PerceiverHeads = recipe.LmHeads, LmVocabSize = imageId, ImageTokenId = imageId, SystemPrompt = recipe.SystemPrompt,
-            ClipVision = encoder.Config,
-        };
+        var config = DemoModel.Config(recipe, mode, imageId, encoder.Config);
         return new VisualChatModel(config, lm, vision, seed: recipe.Seed + 42);
     }
 
