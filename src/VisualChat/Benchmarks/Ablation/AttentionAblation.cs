@@ -97,9 +97,10 @@ public static class AttentionAblation
                 var poolGenerator = new ShapesConversationGenerator(recipe.Seed + 2);
                 var evalGenerator = new ShapesConversationGenerator(recipe.Seed + 3);
                 pools[i] = Enumerable.Range(0, recipe.ChatConversations).Select(k => DemoSamples.Encode(poolGenerator.Generate(k), template, tokenizer)).ToArray();
-                evalSets[i] = Enumerable.Range(0, recipe.EvalConversations).Select(k => DemoSamples.Encode(evalGenerator.Generate(k), template, tokenizer)).ToArray();
+                var evalConversations = Enumerable.Range(0, recipe.EvalConversations).Select(evalGenerator.Generate).ToArray();
+                evalSets[i] = evalConversations.Select(c => DemoSamples.Encode(c, template, tokenizer)).ToArray();
                 // The model expands each placeholder to its image tokens; the scorer reads answer positions after that expansion.
-                scoringSets[i] = Enumerable.Range(0, recipe.EvalConversations).Select(k => DemoSamples.Encode(evalGenerator.Generate(k), template, tokenizer, recipe.ImageTokens)).ToArray();
+                scoringSets[i] = evalConversations.Select(c => DemoSamples.Encode(c, template, tokenizer, recipe.ImageTokens)).ToArray();
                 var order = new Random(recipe.Seed + 32);
                 orders[i] = Enumerable.Range(0, recipe.ChatSteps)
                     .Select(_ => Enumerable.Range(0, recipe.ChatBatch).Select(_ => order.Next(recipe.ChatConversations)).ToArray()).ToArray();
