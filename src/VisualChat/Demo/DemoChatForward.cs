@@ -8,7 +8,7 @@ namespace VisualChat.Demo;
 /// <summary>
 /// The minimal VisualChat forward the demo needs (stand-in for the project's VisualChatModel): token embeddings with
 /// each &lt;image&gt; placeholder replaced by that image's embedding (one LM token per image), the modality map, and
-/// the LLaMA decoder under <see cref="DemoMmcaKernel"/>.
+/// the LLaMA decoder under <see cref="VisualChat.Attention.MmcaAttentionKernel"/>.
 /// </summary>
 public static class DemoChatForward
 {

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using TorchSharp;
+using VisualChat.Attention;
 using VisualChat.Data.Synthetic;
 using VisualChat.Model;
 using VisualChat.Text;
@@ -71,7 +72,7 @@ public static class DemoPipeline
             return (tokenizer, chat, eval);
         });
 
-        using var kernel = new DemoMmcaKernel();
+        using var kernel = new MmcaAttentionKernel();
         var untrainedVision = VisionPretraining.Create(recipe);
         var untrainedLm = LanguagePretraining.Create(recipe, tokenizer.VocabSize);
         var cache = cacheFolder is null ? null : new DemoStageCache(cacheFolder);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using VisualChat.Attention;
 using VisualChat.Data.Synthetic;
 using VisualChat.Model;
 using VisualChat.Text;
@@ -31,10 +32,10 @@ public static class LanguagePretraining
     }
 
     public static (LlamaForCausalLM Lm, float FinalLoss) Run(DemoRecipe recipe, SentencePieceTokenizer tokenizer, ConversationTemplate template,
-        DemoMmcaKernel kernel, TextWriter log) => Train(recipe, Create(recipe, tokenizer.VocabSize), tokenizer, template, kernel, log);
+        MmcaAttentionKernel kernel, TextWriter log) => Train(recipe, Create(recipe, tokenizer.VocabSize), tokenizer, template, kernel, log);
 
     public static (LlamaForCausalLM Lm, float FinalLoss) Train(DemoRecipe recipe, LlamaForCausalLM lm, SentencePieceTokenizer tokenizer,
-        ConversationTemplate template, DemoMmcaKernel kernel, TextWriter log)
+        ConversationTemplate template, MmcaAttentionKernel kernel, TextWriter log)
     {
         lm.AttentionKernel = kernel;
         var words = DescriptionVocabulary.From(tokenizer, recipe.DescribeWithAnswerTokens);
