@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text;
 using VisualChat.Data;
 using VisualChat.Text;
+using VisualChat.Conversations;
 
 namespace VisualChat.Cli.Commands;
 

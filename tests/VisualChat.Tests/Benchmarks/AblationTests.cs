@@ -3,6 +3,7 @@ using VisualChat.Data.Synthetic;
 using VisualChat.Demo;
 using VisualChat.Model;
 using VisualChat.Text;
+using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Benchmarks;
 

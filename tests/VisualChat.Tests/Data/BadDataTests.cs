@@ -1,4 +1,5 @@
 using VisualChat.Data;
+using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Data;
 

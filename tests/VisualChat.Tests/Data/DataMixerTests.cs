@@ -1,5 +1,6 @@
 using VisualChat.Data;
 using VisualChat.Text;
+using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Data;
 

@@ -1,5 +1,7 @@
+using VisualChat.Inference.Evaluation;
 using VisualChat.Data;
 using VisualChat.Text;
+using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Data;
 

@@ -2,6 +2,7 @@ using VisualChat.Attention;
 using VisualChat.Data.Synthetic;
 using VisualChat.Demo;
 using VisualChat.Text;
+using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Demo;
 

@@ -2,6 +2,7 @@ using VisualChat.Data;
 using VisualChat.Model;
 using VisualChat.Training;
 using static TorchSharp.torch;
+using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Training;
 

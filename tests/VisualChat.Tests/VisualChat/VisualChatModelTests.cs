@@ -1,3 +1,4 @@
+using VisualChat.Training;
 using TorchSharp;
 using VisualChat.Attention;
 using VisualChat.Inference;
@@ -131,16 +132,16 @@ public class VisualChatModelTests
         using var scope = NewDisposeScope();
         using var model = Tiny();
         var tokenizer = model.Tokenizer!;
-        var template = new global::VisualChat.Text.ConversationTemplate(model.Config.TemplateOptions);
-        var image = new global::VisualChat.Data.FileImageRef("unused.png");
+        var template = new global::VisualChat.Conversations.ConversationTemplate(model.Config.TemplateOptions);
+        var image = new global::VisualChat.Conversations.FileImageRef("unused.png");
         var conversations = new[]
         {
-            new global::VisualChat.Data.Conversation("test", [new([image, image], "what is this", "a red cat"), global::VisualChat.Data.Round.TextOnly("and this", "a blue dog")], []),
-            new global::VisualChat.Data.Conversation("test", [global::VisualChat.Data.Round.TextOnly("what color", "red")], []),
+            new global::VisualChat.Conversations.Conversation("test", [new([image, image], "what is this", "a red cat"), global::VisualChat.Conversations.Round.TextOnly("and this", "a blue dog")], []),
+            new global::VisualChat.Conversations.Conversation("test", [global::VisualChat.Conversations.Round.TextOnly("what color", "red")], []),
         };
         var samples = conversations.Select(c => template.Tokenize(c, tokenizer)).ToArray();
         using var batch = new global::VisualChat.Data.Collator(tokenizer.EosId).Collate(samples);
-        var output = model.forward(VisualChatBatch.From(batch, Images(2)));
+        var output = model.forward(batch.ToModelInput(Images(2)));
         long expectedTargets = samples.Sum(s => s.Labels.Count(l => l != -100));
         Assert.Equal(expectedTargets, output.AnswerTokens);
         Assert.Equal(0, output.Input.Length % 8);

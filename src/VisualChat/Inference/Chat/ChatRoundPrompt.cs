@@ -1,7 +1,7 @@
-using VisualChat.Data;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
+using VisualChat.Conversations;
 
 namespace VisualChat.Inference.Chat;
 

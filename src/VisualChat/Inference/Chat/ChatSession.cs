@@ -1,9 +1,9 @@
 using System.Text;
-using VisualChat.Data;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
 using static TorchSharp.torch;
+using VisualChat.Conversations;
 
 namespace VisualChat.Inference.Chat;
 

@@ -1,9 +1,9 @@
 using System.Diagnostics;
-using VisualChat.Data;
 using VisualChat.Inference.Chat;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
+using VisualChat.Conversations;
 
 namespace VisualChat.Inference.Evaluation;
 

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using VisualChat.Text;
 using VisualChat.Vision;
+using VisualChat.Conversations;
 
 namespace VisualChat.Model;
 

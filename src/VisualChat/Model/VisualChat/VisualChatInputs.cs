@@ -1,5 +1,4 @@
 using VisualChat.Attention;
-using VisualChat.Data;
 using static TorchSharp.torch;
 
 namespace VisualChat.Model;
@@ -17,12 +16,7 @@ public sealed record VisualChatBatch(
     Tensor? AttentionMask,
     IReadOnlyList<int> ImageCounts,
     Tensor? Pixels,
-    IReadOnlyList<string>? ImageKeys = null)
-{
-    /// <summary>The collated batch of the data pipeline plus the pixels of its images (sample by sample, in order).</summary>
-    public static VisualChatBatch From(TrainingBatch batch, Tensor? pixels, IReadOnlyList<string>? imageKeys = null) =>
-        new(batch.InputIds, batch.Labels, batch.AttentionMask, batch.Images.Select(i => i.Count).ToArray(), pixels, imageKeys);
-}
+    IReadOnlyList<string>? ImageKeys = null);
 
 /// <summary>
 /// The language model's view of a batch once every placeholder became its image's tokens:

@@ -4,6 +4,7 @@ using VisualChat.Attention;
 using VisualChat.Text;
 using VisualChat.Vision;
 using static TorchSharp.torch;
+using VisualChat.Conversations;
 
 namespace VisualChat.Model;
 

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using VisualChat.Text;
 using VisualChat.Vision;
+using VisualChat.Conversations;
 
 namespace VisualChat.Model;
 

@@ -1,0 +1,121 @@
+using VisualChat.Data.Synthetic;
+using VisualChat.Inference.Chat;
+using VisualChat.Model;
+using VisualChat.Text;
+using VisualChat.Vision;
+using static TorchSharp.torch;
+using VisualChat.Conversations;
+
+namespace VisualChat.Demo;
+
+/// <summary>One round of the scripted chat: the images attached before it, the question, the model's and the true answer.</summary>
+public sealed record DemoChatRound(IReadOnlyList<string> Images, string Question, string Answer, string Expected)
+{
+    public bool Correct => Answer == Expected;
+}
+
+/// <summary>
+/// Turns the demo's trained parts into the project's <see cref="VisualChatModel"/> (model folder, <c>vchat chat</c>)
+/// and plays a scripted multi-image chat on the saved folder through <see cref="ChatSession"/>.
+/// </summary>
+public static class DemoModel
+{
+    /// <summary>
+    /// Assembles a VisualChatModel (MMCA, perceiver projection with a 1×1 grid) from the pretrained LM, the frozen
+    /// encoder and the trained projection. The demo LM's vocabulary includes &lt;image&gt; as its last id; the
+    /// model folder keeps the LM head at the text vocabulary and &lt;image&gt; as the one added embedding row, so the
+    /// LM is rebuilt without that row (its logit was never a target) and the full trained matrix becomes the grown
+    /// embedding.
+    /// </summary>
+    public static VisualChatModel Assemble(DemoRecipe recipe, LlamaForCausalLM lm, ClipVisionModel encoder, IProjection projection,
+        SentencePieceTokenizer tokenizer)
+    {
+        int imageId = ConversationTemplate.ImageTokenId(tokenizer);
+        if (imageId != lm.Config.VocabSize - 1)
+            throw new InvalidOperationException($"The demo tokenizer's '{ConversationTemplate.ImagePlaceholder}' is id {imageId}; the model folder needs it last (id {lm.Config.VocabSize - 1}).");
+        using var noGrad = no_grad();
+        var textLm = new LlamaForCausalLM(LanguagePretraining.Config(recipe, imageId), seed: recipe.Seed + 41);
+        var source = lm.state_dict();
+        foreach (var (name, target) in textLm.state_dict())
+            target.copy_(source[name].narrow(0, 0, target.shape[0]));
+        var model = new VisualChatModel(Config(recipe, AttentionMode.Mmca, imageId, encoder.Config), textLm, encoder, seed: recipe.Seed + 42)
+        {
+            Tokenizer = tokenizer,
+            // The chat images are written at the encoder's size, already box-filtered like the training pixels.
+            ImageProcessor = new ImageProcessorConfig
+            {
+                DoResize = false, DoCenterCrop = false, Size = ImageSize.Shortest(recipe.ImageSize),
+                CropSize = ImageSize.Square(recipe.ImageSize), ImageMean = [0.5f, 0.5f, 0.5f], ImageStd = [0.5f, 0.5f, 0.5f],
+            },
+        };
+        model.lm.model.embed_tokens.weight!.copy_(lm.model.embed_tokens.weight!);
+        var trained = ((nn.Module)projection).state_dict();
+        foreach (var (name, target) in model.projection.state_dict()) target.copy_(trained[name]);
+        model.eval();
+        return model;
+    }
+
+    /// <summary>The VisualChat config of a demo-recipe model: perceiver projection with the recipe's image tokens, the
+    /// demo LM's text vocabulary with &lt;image&gt; as the one added id.</summary>
+    public static VisualChatConfig Config(DemoRecipe recipe, AttentionMode mode, int imageId, ClipVisionConfig encoder) => new()
+    {
+        AttentionModeName = VisualChatConfig.AttentionModeToName(mode), Projection = "perceiver",
+        PerceiverGridSize = VisualChatTraining.GridSize(recipe), PerceiverHeads = recipe.LmHeads,
+        LmVocabSize = imageId, ImageTokenId = imageId, SystemPrompt = recipe.SystemPrompt, ClipVision = encoder,
+    };
+
+    /// <summary>RGB bytes of <paramref name="scene"/> at the encoder's size: the 64-px render box-filtered, as in training.</summary>
+    public static byte[] RenderAt(ShapeScene scene, int imageSize)
+    {
+        int factor = DemoImages.CanvasSize / imageSize;
+        var rgb = scene.Render(DemoImages.CanvasSize);
+        var small = new byte[imageSize * imageSize * 3];
+        for (int y = 0; y < imageSize; y++)
+            for (int x = 0; x < imageSize; x++)
+                for (int c = 0; c < 3; c++)
+                {
+                    int sum = 0;
+                    for (int dy = 0; dy < factor; dy++)
+                        for (int dx = 0; dx < factor; dx++)
+                            sum += rgb[((y * factor + dy) * DemoImages.CanvasSize + x * factor + dx) * 3 + c];
+                    small[(y * imageSize + x) * 3 + c] = (byte)Math.Round((double)sum / (factor * factor));
+                }
+        return small;
+    }
+
+    /// <summary>A held-out conversation with new images in its first two rounds and at least three rounds.</summary>
+    public static ShapesConversation ScriptFor(int seed)
+    {
+        var generator = new ShapesConversationGenerator(seed);
+        for (int i = 0; ; i++)
+        {
+            var conversation = generator.Generate(i);
+            if (conversation.Rounds.Count >= 3 && conversation.Rounds[0].NewImages.Count > 0 && conversation.Rounds[1].NewImages.Count > 0)
+                return conversation;
+        }
+    }
+
+    /// <summary>Writes the script's images as PNGs into <paramref name="imageFolder"/>, asks its first three rounds
+    /// through a <see cref="ChatSession"/> on <paramref name="model"/> (greedy) and returns what was said.</summary>
+    public static IReadOnlyList<DemoChatRound> PlayChat(VisualChatModel model, ShapesConversation script, int imageSize, string imageFolder)
+    {
+        Directory.CreateDirectory(imageFolder);
+        using var session = new ChatSession(model, "demo");
+        var played = new List<DemoChatRound>();
+        int number = 0;
+        foreach (var round in script.Rounds.Take(3))
+        {
+            var images = new List<string>();
+            foreach (var scene in round.NewImages)
+            {
+                var path = Path.Combine(imageFolder, $"image{++number}.png");
+                File.WriteAllBytes(path, PngEncoder.EncodeRgb(RenderAt(scene, imageSize), imageSize, imageSize));
+                session.AddImage(path);
+                images.Add($"{Path.GetFileName(path)} ({scene.Count} {ShapeScene.Name(scene.Color)} {ShapeScene.Name(scene.Kind)})");
+            }
+            var answer = session.Ask(round.Question).Trim();
+            played.Add(new DemoChatRound(images, round.Question, answer, round.Answer));
+        }
+        return played;
+    }
+}

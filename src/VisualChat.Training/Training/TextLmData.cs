@@ -1,0 +1,90 @@
+using System.Text.Json;
+using VisualChat.Data;
+using VisualChat.Text;
+using VisualChat.Conversations;
+
+namespace VisualChat.Training;
+
+/// <summary>
+/// Tokenized texts for causal-LM training: every token is a label (no prompt masking). Batch order per epoch comes
+/// from <see cref="BatchPlanner"/> (shuffled under (seed, epoch)), so a resumed run sees exactly the same batches.
+/// </summary>
+public sealed class TextLmData(IReadOnlyList<TokenizedSample> train, IReadOnlyList<TokenizedSample> eval, int batchSize, int evalBatchSize, long seed, Collator collator)
+    : ITrainingData<TrainingBatch>
+{
+    public IReadOnlyList<TokenizedSample> Train { get; } = train;
+    public IReadOnlyList<TokenizedSample> Eval { get; } = eval;
+    public bool HasEval => Eval.Count > 0;
+
+    IReadOnlyList<int[]> Plan(int epoch) => BatchPlanner.Plan(Train.Select(s => s.Length).ToArray(), batchSize, seed, epoch, shuffle: true);
+
+    public int BatchesPerEpoch(int epoch) => (Train.Count + batchSize - 1) / batchSize;
+
+    public IEnumerable<TrainingBatch> TrainBatches(int epoch, int skip, CancellationToken cancellationToken)
+    {
+        foreach (var indices in Plan(epoch).Skip(skip))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            yield return collator.Collate(indices.Select(i => Train[i]).ToList());
+        }
+    }
+
+    public IEnumerable<TrainingBatch> EvalBatches(CancellationToken cancellationToken)
+    {
+        foreach (var chunk in Eval.Chunk(evalBatchSize))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            yield return collator.Collate(chunk);
+        }
+    }
+
+    /// <summary>A sample whose labels are its ids (BOS excluded from the loss, as the first token is never predicted).</summary>
+    public static TokenizedSample Sample(int[] ids, string file, string record)
+    {
+        var conversation = new Conversation("text", [Round.TextOnly("", null)], [new SourceId(file, record)]);
+        return new TokenizedSample(ids, (int[])ids.Clone(), [], [], conversation);
+    }
+
+    /// <summary>
+    /// Reads a JSONL file whose records have a <c>text</c> string; each becomes BOS + tokens + EOS, cut to
+    /// <paramref name="maxSeqLen"/>. Records without text are an error naming the line.
+    /// </summary>
+    public static List<TokenizedSample> ReadJsonl(string path, ITokenizer tokenizer, int maxSeqLen)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Training text file '{path}' does not exist.", path);
+        var samples = new List<TokenizedSample>();
+        int lineNumber = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            lineNumber++;
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            string? text;
+            try
+            {
+                using var doc = JsonDocument.Parse(line);
+                text = doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+            }
+            catch (JsonException e)
+            {
+                throw new InvalidDataException($"{path}:{lineNumber}: not valid JSON ({e.Message}).");
+            }
+            if (text is null) throw new InvalidDataException($"{path}:{lineNumber}: expected an object with a \"text\" string.");
+            var ids = tokenizer.Encode(text, addBos: true, addEos: true).Take(maxSeqLen).ToArray();
+            if (ids.Length < 2) continue;
+            samples.Add(Sample(ids, path, lineNumber.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        }
+        if (samples.Count == 0) throw new InvalidDataException($"{path} holds no text records with at least 2 tokens.");
+        return samples;
+    }
+
+    /// <summary>Splits off a deterministic eval fraction (by hash of each sample's position).</summary>
+    public static (List<TokenizedSample> Train, List<TokenizedSample> Eval) Split(IReadOnlyList<TokenizedSample> samples, double evalFraction, long seed)
+    {
+        var train = new List<TokenizedSample>();
+        var eval = new List<TokenizedSample>();
+        for (int i = 0; i < samples.Count; i++)
+            (StableRandom.UnitHash(seed, "eval-split", i) < evalFraction ? eval : train).Add(samples[i]);
+        if (train.Count == 0) { train.AddRange(eval); eval.Clear(); }
+        return (train, eval);
+    }
+}
