@@ -1,7 +1,7 @@
 namespace VisualChat.Conversations;
 
 /// <summary>Where an image comes from. Readers only reference images; bytes are loaded on demand by
-/// <see cref="ImageLoader"/>, so huge base64 maps are never decoded while reading.</summary>
+/// <see cref="Vision.ImageLoader"/>, so huge base64 maps are never decoded while reading.</summary>
 public abstract record ImageRef
 {
     /// <summary>A human-readable location (file path, or map file + key) for prompts, reports and errors.</summary>
@@ -35,7 +35,7 @@ public sealed record Round(IReadOnlyList<ImageRef> NewImages, string Question, s
     public static Round TextOnly(string question, string? answer) => new([], question, answer);
 }
 
-/// <summary>An ordered multi-round, multi-image conversation. <see cref="Answer"/> of the last round is null for
+/// <summary>An ordered multi-round, multi-image conversation. <see cref="Round.Answer"/> of the last round is null for
 /// inference prompts. The first <see cref="SourceIds"/> entry decides the train/eval side.</summary>
 public sealed record Conversation(
     string DataSetName,

@@ -17,7 +17,7 @@ public sealed record CausalLMInput(
     KVCache? Cache = null,
     Tensor? TokenModality = null,
     bool OutputHiddenStates = false,
-    /// <summary>Compute logits only for the last position (generation does not need the others).</summary>
+    // Logits only for the last position: generation does not need the others.
     bool LastTokenLogitsOnly = false);
 
 /// <param name="Logits">[B, L, vocab] (or [B, 1, vocab] with LastTokenLogitsOnly).</param>

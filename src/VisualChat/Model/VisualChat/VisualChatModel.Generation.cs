@@ -64,7 +64,7 @@ public sealed partial class VisualChatModel
     /// <summary>
     /// Decodes an answer for every row from the state's next-token logits, feeding each generated token through the
     /// same trained embedding, and leaves the answers (with the EOS that ended them) in the cache so the next
-    /// <see cref="Append"/> continues the conversation. A row that has finished gets masked padding steps while the
+    /// <c>Append</c> continues the conversation. A row that has finished gets masked padding steps while the
     /// others go on. <paramref name="onToken"/> receives (row, token).
     /// </summary>
     public IReadOnlyList<GenerationResult> Generate(VisualChatConversationState state, GenerationOptions options,
