@@ -62,13 +62,15 @@ public class DecoderState : IDisposable
     /// <summary>[B, vocab] logits for the next token, after the last appended position; null before any.</summary>
     public Tensor? NextLogits { get; private set; }
 
-    internal void SetNextLogits(Tensor logits)
+    /// <summary>For decoders: the next-token logits [B, vocab] after the last position (the state takes ownership).</summary>
+    public void SetNextLogits(Tensor logits)
     {
         NextLogits?.Dispose();
         NextLogits = logits.DetachFromDisposeScope();
     }
 
-    internal void AddHistory(int row, IEnumerable<int> ids) => history[row].AddRange(ids);
+    /// <summary>For decoders: ids that joined row <paramref name="row"/>.</summary>
+    public void AddHistory(int row, IEnumerable<int> ids) => history[row].AddRange(ids);
 
     internal void RequireSingleSequence(string operation)
     {
