@@ -62,6 +62,9 @@ public sealed class ChatSession : IDisposable
     public long MaxContext => model.LmConfig.MaxPositionEmbeddings;
     /// <summary>Positions the conversation holds in the cache.</summary>
     public long ContextLength => state.Length;
+    /// <summary>Every token id in the conversation's cache so far: each round's prompt (image placeholders, and an EOS in
+    /// front when the previous answer lacked one) and each answer with the token that ended it.</summary>
+    public IReadOnlyList<int> ConversationIds => state.History[0];
     /// <summary>The system prompt in use: the one given, else the model folder's.</summary>
     public string? SystemPrompt => systemPrompt ?? processor.TemplateOptions.SystemPrompt;
     public IReadOnlyList<ChatTranscriptRound> Rounds => rounds;
