@@ -33,6 +33,24 @@ public class TaggedPrefillTests
 
         var actual = TaggedRun(model, prompt, steps);
         Assert.Equal(expected, actual);
+        var untagged = TextGenerator.Generate(model, prompt, new GenerationOptions { MaxNewTokens = steps, StopTokenIds = [] }).TokenIds;
+        Assert.Equal(untagged, actual);
+    }
+
+    [Fact]
+    public void CacheNeverTagsRealTokensAsPadding()
+    {
+        using var scope = NewDisposeScope();
+        // Untagged first, tagged later: the earlier real positions become text, masked ones padding.
+        using var cache = new KVCache(numLayers: 1, initialCapacity: 4);
+        cache.BeginStep(2, 2, tensor(new[] { false, true, true, true }).view(2, 2), null, CPU);
+        cache.EndStep();
+        Assert.False(cache.HasModality);
+        cache.BeginStep(2, 1, null, tensor(new long[] { (long)TokenModality.Image, (long)TokenModality.Text }).view(2, 1), CPU);
+        cache.EndStep();
+        cache.BeginStep(2, 1, null, null, CPU);
+        long P = (long)TokenModality.Padding, T = (long)TokenModality.Text, I = (long)TokenModality.Image;
+        Assert.Equal(new[] { P, T, I, T, T, T, T, T }, cache.ModalityView()!.flatten().data<long>().ToArray());
     }
 
     static IReadOnlyList<int> TaggedRun(LlamaForCausalLM model, int[] prompt, int steps)
