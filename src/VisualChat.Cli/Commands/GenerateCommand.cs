@@ -47,18 +47,14 @@ public static class GenerateCommand
                 DevicePolicy.ConfigureCpuThreads(lm.Config.ParameterCount());
                 using var _ = lm;
                 var promptIds = tokenizer.Encode(parse.GetValue(prompt)!, addBos: true);
-                var stream = new IncrementalDecoder(ids => tokenizer.Decode(ids), promptIds);
                 var clock = Stopwatch.StartNew();
                 double firstTokenSeconds = 0;
                 int count = 0;
-                var result = TextGenerator.Generate(lm, tokenizer, promptIds, options, token =>
-                {
-                    if (count++ == 0) firstTokenSeconds = clock.Elapsed.TotalSeconds;
-                    stdout.Write(stream.Add(token));
-                    stdout.Flush();
-                });
+                // The engine streams text deltas (UTF-8 complete, stop strings held back and cut), after the prompt's text.
+                var result = TextGenerator.Generate(lm, tokenizer, promptIds, options,
+                    onToken: _ => { if (count++ == 0) firstTokenSeconds = clock.Elapsed.TotalSeconds; },
+                    onText: delta => { stdout.Write(delta); stdout.Flush(); });
                 double total = clock.Elapsed.TotalSeconds;
-                stdout.Write(stream.Flush());
                 stdout.WriteLine();
                 double decodeRate = count > 1 ? (count - 1) / Math.Max(total - firstTokenSeconds, 1e-9) : 0;
                 stderr.WriteLine($"[{count} tokens ({result.FinishReason}), prompt {promptIds.Count} tokens, time to first token {firstTokenSeconds * 1000:F0} ms, " +
@@ -72,49 +68,5 @@ public static class GenerateCommand
             }
         });
         return command;
-    }
-}
-
-/// <summary>
-/// Turns a growing token sequence into printable text increments: the whole sequence (prompt included) is decoded
-/// each time and only the new suffix is returned, so SentencePiece's leading-space rule and characters split over
-/// several byte tokens come out right. A trailing U+FFFD (an incomplete UTF-8 sequence) is held back until its bytes arrive.
-/// </summary>
-public sealed class IncrementalDecoder
-{
-    readonly Func<IReadOnlyList<int>, string> decode;
-    readonly List<int> ids;
-    int emitted;
-
-    public IncrementalDecoder(Func<IReadOnlyList<int>, string> decode, IEnumerable<int> promptIds)
-    {
-        this.decode = decode;
-        ids = promptIds.ToList();
-        emitted = decode(ids).Length;
-    }
-
-    /// <summary>Appends <paramref name="token"/> and returns the text that became final.</summary>
-    public string Add(int token)
-    {
-        ids.Add(token);
-        var text = decode(ids);
-        int end = text.Length;
-        while (end > emitted && text[end - 1] == '\uFFFD') end--;
-        return Take(text, end);
-    }
-
-    /// <summary>Whatever is still held back (an incomplete character at the very end).</summary>
-    public string Flush()
-    {
-        var text = decode(ids);
-        return Take(text, text.Length);
-    }
-
-    string Take(string text, int end)
-    {
-        if (end <= emitted) return "";
-        var piece = text[emitted..end];
-        emitted = end;
-        return piece;
     }
 }

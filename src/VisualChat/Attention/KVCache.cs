@@ -50,11 +50,20 @@ public sealed class KVCache : IDisposable
             anyPadding |= !newKeyPadding.to(ScalarType.Bool).all().item<bool>();
         }
         if (newModality is not null) {
-            modality ??= zeros(batchSize, Capacity, dtype: ScalarType.Int64, device: device).DetachFromDisposeScope();
+            // Positions cached before the first tagged step were untagged: text where real, padding where masked.
+            modality ??= UntaggedModality(keyPadding.narrow(1, 0, Capacity), batchSize, device).DetachFromDisposeScope();
             modality.narrow(1, Length, newTokens).copy_(newModality);
-        } else modality?.narrow(1, Length, newTokens).fill_(TokenModalityScalars.Padding);
+        } else if (modality is not null) {
+            // Untagged input means text (CausalLMInput.TokenModality); only masked positions are padding, so real
+            // tokens of an untagged step after a tagged prefill are never hidden from multi-modal kernels.
+            modality.narrow(1, Length, newTokens).copy_(UntaggedModality(paddingSlots, batchSize, device));
+        }
         pendingLength = newTokens;
     }
+
+    static Tensor UntaggedModality(Tensor realMask, long batchSize, Device device) =>
+        full(batchSize, realMask.shape[1], TokenModalityScalars.Text, dtype: ScalarType.Int64, device: device)
+            .masked_fill(realMask.logical_not(), TokenModalityScalars.Padding);
 
     /// <summary>Key padding over cached + pending positions [B, Length+pending], or null when no position is padding.</summary>
     public Tensor? KeyPaddingView() => anyPadding ? keyPadding!.narrow(1, 0, Length + pendingLength) : null;

@@ -12,7 +12,8 @@ public sealed record GenerationOptions
     public double TopP { get; init; } = 1.0;
     /// <summary>HF: logits of every id seen so far (prompt included) are divided by it when positive, multiplied when negative; 1 = off.</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
-    /// <summary>Generation ends once the decoded continuation contains one of these.</summary>
+    /// <summary>Generation ends once the decoded continuation contains one of these (also across token boundaries);
+    /// the stop string is not part of the text.</summary>
     public IReadOnlyList<string> StopStrings { get; init; } = Array.Empty<string>();
     /// <summary>Token ids that end generation (EOS). Null = the model config's eos_token_id.</summary>
     public IReadOnlyList<int>? StopTokenIds { get; init; }
@@ -33,4 +34,6 @@ public enum FinishReason { Length, EndOfSequence, StopString, Cancelled }
 
 /// <param name="TokenIds">The generated ids (prompt excluded), including the EOS / stop-string token that ended it.</param>
 /// <param name="StopString">The stop string found, when <see cref="FinishReason.StopString"/>.</param>
-public sealed record GenerationResult(IReadOnlyList<int> TokenIds, FinishReason FinishReason, string? StopString = null);
+/// <param name="Text">The generated text without stop tokens, the stop string and what followed it; null when the
+/// engine had no way to decode ids.</param>
+public sealed record GenerationResult(IReadOnlyList<int> TokenIds, FinishReason FinishReason, string? StopString = null, string? Text = null);

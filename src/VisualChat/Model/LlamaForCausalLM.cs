@@ -10,7 +10,7 @@ namespace VisualChat.Model;
 /// HF <c>LlamaForCausalLM</c>. With tie_word_embeddings there is no lm_head module: logits use embed_tokens' weight,
 /// and state_dict() has no <c>lm_head.weight</c>, exactly like HF checkpoints of tied models.
 /// </summary>
-public sealed class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLMOutput>, ICausalLM
+public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLMOutput>, ICausalLM, ICausalDecoder
 {
     public readonly LlamaModel model;
     public readonly Linear? lm_head;

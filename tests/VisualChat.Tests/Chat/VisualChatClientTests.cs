@@ -94,3 +94,57 @@ public sealed class VisualChatClientTests(ChatTestModel fixture) : IClassFixture
         Assert.Equal("be brief", VisualChatClient.ToRounds([new ChatMessage(ChatRole.System, "be brief"), new ChatMessage(ChatRole.User, "q")]).System);
     }
 }
+
+public sealed class VisualChatClientOptionsTests(ChatTestModel fixture) : IClassFixture<ChatTestModel>
+{
+    static List<ChatMessage> Question() => [new(ChatRole.User, [new DataContent(ChatTestModel.Png(51), "image/png"), new TextContent("Describe it.")])];
+
+    static async Task<(string Text, List<string> Deltas, ChatFinishReason? Finish)> Stream(IChatClient client, ChatOptions options)
+    {
+        var deltas = new List<string>();
+        ChatFinishReason? finish = null;
+        await foreach (var update in client.GetStreamingResponseAsync(Question(), options)) {
+            if (update.Text.Length > 0) deltas.Add(update.Text);
+            finish ??= update.FinishReason;
+        }
+        return (string.Concat(deltas), deltas, finish);
+    }
+
+    [Fact]
+    public async Task StopSequencesEndTheStreamWithoutTheStopText()
+    {
+        using var model = fixture.Load();
+        using var client = new VisualChatClient(model, fixture.ModelFolder, global::VisualChat.Model.VisualChatProcessor.Load(fixture.ModelFolder));
+        var free = await client.GetResponseAsync(Question(), new ChatOptions { MaxOutputTokens = 16, Temperature = 0 });
+        Assert.True(free.Text.Length >= 6, $"the free answer '{free.Text}' is too short for this test to mean anything");
+        Assert.Equal(ChatFinishReason.Length, free.FinishReason);
+
+        var stop = free.Text.Substring(free.Text.Length / 2, 2);
+        var expected = free.Text[..free.Text.IndexOf(stop, StringComparison.Ordinal)];
+        var (text, deltas, finish) = await Stream(client, new ChatOptions { MaxOutputTokens = 16, Temperature = 0, StopSequences = [stop] });
+        Assert.Equal(expected, text);
+        Assert.Equal(ChatFinishReason.Stop, finish);
+        Assert.DoesNotContain(deltas, d => d.Contains(stop, StringComparison.Ordinal));
+        Assert.Equal(expected, (await client.GetResponseAsync(Question(), new ChatOptions { MaxOutputTokens = 16, Temperature = 0, StopSequences = [stop] })).Text);
+
+        var (shorter, _, lengthFinish) = await Stream(client, new ChatOptions { MaxOutputTokens = 2, Temperature = 0 });
+        Assert.StartsWith(shorter, free.Text);
+        Assert.Equal(ChatFinishReason.Length, lengthFinish);
+    }
+
+    [Fact]
+    public async Task SeedTemperatureAndTopPReachTheSampler()
+    {
+        using var model = fixture.Load();
+        using var client = new VisualChatClient(model, fixture.ModelFolder);
+        ChatOptions Sampling(long seed) => new() { MaxOutputTokens = 10, Temperature = 1.5f, TopP = 0.99f, Seed = seed };
+        var first = (await Stream(client, Sampling(1))).Text;
+        Assert.Equal(first, (await Stream(client, Sampling(1))).Text);
+        var others = new List<string>();
+        for (long seed = 2; seed < 6; seed++) others.Add((await Stream(client, Sampling(seed))).Text);
+        Assert.Contains(others, o => o != first);
+        // TopP that keeps only the most likely token is greedy whatever the seed and temperature.
+        var greedy = (await client.GetResponseAsync(Question(), new ChatOptions { MaxOutputTokens = 10, Temperature = 0 })).Text;
+        Assert.Equal(greedy, (await Stream(client, new ChatOptions { MaxOutputTokens = 10, Temperature = 1.5f, TopP = 1e-6f, Seed = 3 })).Text);
+    }
+}

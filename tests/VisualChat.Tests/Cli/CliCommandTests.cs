@@ -83,11 +83,11 @@ public class CliCommandTests
     }
 
     [Fact]
-    public void IncrementalDecoder_HoldsBackSplitCharactersAndKeepsLeadingSpaces()
+    public void IncrementalDetokenizer_HoldsBackSplitCharactersAndKeepsLeadingSpaces()
     {
         var tokenizer = TinyTokenizer.Build();
         var prompt = tokenizer.Encode("The", addBos: true);
-        var decoder = new IncrementalDecoder(ids => tokenizer.Decode(ids), prompt);
+        var decoder = new VisualChat.Inference.Generation.IncrementalDetokenizer(ids => tokenizer.Decode(ids), prompt);
         var streamed = new List<string>();
         // SentencePiece's dummy prefix makes "cat" start with "▁": the stream must show it as the space after "The".
         foreach (var id in tokenizer.Encode("cat ✓ done")) streamed.Add(decoder.Add(id));

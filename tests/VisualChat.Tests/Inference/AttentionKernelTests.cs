@@ -49,7 +49,7 @@ public class AttentionKernelTests
         Assert.Equal(2 * 2, kernel.Attended);                  // 2 forwards × 2 layers
         Assert.Equal(new long[] { 0, 3 }, kernel.PastLengths);
         Assert.Equal(new long[] { 0, 1, 1 }, kernel.Modalities[0]);
-        Assert.Equal(new long[] { 0, 1, 1, 0 }, kernel.Modalities[1]);   // cached modality kept, new text token = 0
+        Assert.Equal(new long[] { 0, 1, 1, 1 }, kernel.Modalities[1]);   // cached modality kept, the untagged new token is text (1), not padding
         Assert.True(LlamaTestModels.MaxAbsDiff(last, reference.narrow(1, 3, 1)) < 1e-5f);
     }
 

@@ -97,8 +97,14 @@ public class KVCacheTests
         Assert.Equal(5f, keys2[1, 1, 3, 2].item<float>());
         cache.BeginStep(2, 0, null, null, CPU);
         Assert.Equal(new[] { false, true, true, true, true, true, true, true }, cache.KeyPaddingView()!.flatten().data<bool>().ToArray());
-        Assert.Equal(new long[] { 0, 1, 1, 0, 0, 0, 1, 0 }, cache.ModalityView()!.flatten().data<long>().ToArray());
+        // An untagged step is text (TokenModality.Text = 1) where real: real tokens are never tagged as padding.
+        Assert.Equal(new long[] { 0, 1, 1, 1, 0, 0, 1, 1 }, cache.ModalityView()!.flatten().data<long>().ToArray());
         cache.EndStep();
+
+        // An untagged step with masked positions: those, and only those, are padding.
+        cache.BeginStep(2, 1, tensor(new[] { true, false }).view(2, 1), null, CPU);
+        Assert.Equal(new long[] { 1, 0 }, cache.ModalityView()!.narrow(1, 4, 1).flatten().data<long>().ToArray());
+        cache.Crop(4);
 
         Assert.Throws<ArgumentException>(() => cache.BeginStep(3, 1, null, null, CPU));
         cache.Reset();

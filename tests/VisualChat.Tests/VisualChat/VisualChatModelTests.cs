@@ -2,6 +2,7 @@ using VisualChat.Training;
 using TorchSharp;
 using VisualChat.Attention;
 using VisualChat.Inference;
+using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using static TorchSharp.torch;
 
@@ -208,6 +209,10 @@ public class VisualChatModelTests
         Assert.True(weight[model.Config.ImageTokenId].allclose(mean, 1e-6, 1e-6));
     }
 
+    /// <summary>Decodes from the state's appended prompt, leaving the answer in the cache as chat does.</summary>
+    static GenerationResult Decode(VisualChatModel model, VisualChatConversationState state, GenerationOptions options) =>
+        new GenerationEngine(model).Generate(new GenerationRequest(state, null, options) { KeepFinalToken = true });
+
     [Fact]
     public void GeneratedTokensUseTheTrainedEmbedding()
     {
@@ -220,14 +225,14 @@ public class VisualChatModelTests
         {
             using var state = model.CreateConversation();
             model.Append(state, prompt, Images(1));
-            var token = model.Generate(state, options)[0].TokenIds[0];
+            var token = Decode(model, state, options).TokenIds[0];
             Assert.DoesNotContain(token, prompt);
             return state.NextLogits!.clone().MoveToOuterDisposeScope();
         }
         var before = After();
         using var probe = model.CreateConversation();
         model.Append(probe, prompt, Images(1));
-        int generated = model.Generate(probe, options)[0].TokenIds[0];
+        int generated = Decode(model, probe, options).TokenIds[0];
         using (no_grad()) model.lm.model.embed_tokens.weight![generated].add_(1.0f);
         var after = After();
         Assert.False(before.allclose(after, 1e-4, 1e-4), "changing the generated token's embedding row must change the next logits");
@@ -248,7 +253,7 @@ public class VisualChatModelTests
         int[] round2 = [1, 53, img, 54];
         using var state = model.CreateConversation();
         model.Append(state, round1, Images(1));
-        var answer = model.Generate(state, new GenerationOptions { MaxNewTokens = 3, StopTokenIds = [] })[0].TokenIds;
+        var answer = Decode(model, state, new GenerationOptions { MaxNewTokens = 3, StopTokenIds = [] }).TokenIds;
         var stepLogits = new List<Tensor> { state.NextLogits!.clone() };
         model.Append(state, round2, Images(1, offset: 1));
         var afterRound2 = state.NextLogits!.clone();
@@ -280,7 +285,7 @@ public class VisualChatModelTests
         model.Append(state, [1, 50, img, 51], Images(1));
         Assert.Equal(1, model.EncodedImageCount);
         long lengthAfterRound1 = state.Length;
-        model.Generate(state, new GenerationOptions { MaxNewTokens = 2, StopTokenIds = [] });
+        Decode(model, state, new GenerationOptions { MaxNewTokens = 2, StopTokenIds = [] });
         Assert.Equal(lengthAfterRound1 + 2, state.Length);
         model.Append(state, [1, 52, img, 53], Images(1, offset: 1));
         Assert.Equal(2, model.EncodedImageCount);
@@ -320,17 +325,23 @@ public class VisualChatModelTests
         int[][] second = [[1, 70], [1, 71, 72, 73, 74]];
         var options = new GenerationOptions { MaxNewTokens = 4, StopTokenIds = [] };
 
+        // Batched prefill: left-padded rows give each conversation's own next-token logits.
         using var batched = model.CreateConversation(2);
         model.Append(batched, prompts, pixels);
-        var first = model.Generate(batched, options);
-        model.Append(batched, second, [null, null]);
-        var next = model.Generate(batched, options);
+        // Batched decode: both conversations run as sequences of one engine batch, over two rounds.
+        var engine = new GenerationEngine(model);
+        using var rowA = model.CreateConversation();
+        using var rowB = model.CreateConversation();
+        VisualChatConversationState[] rows = [rowA, rowB];
+        var first = engine.Generate(rows.Select((state, b) => new GenerationRequest(state, new DecoderPrompt(prompts[b], pixels[b]), options) { KeepFinalToken = true }).ToArray());
+        var next = engine.Generate(rows.Select((state, b) => new GenerationRequest(state, new DecoderPrompt(second[b]), options) { KeepFinalToken = true }).ToArray());
         for (int b = 0; b < 2; b++) {
             using var single = model.CreateConversation();
             model.Append(single, prompts[b], pixels[b]);
-            Assert.Equal(model.Generate(single, options)[0].TokenIds, first[b].TokenIds);
+            Assert.True(batched.NextLogits![b].allclose(single.NextLogits![0], 1e-5, 1e-5), $"batched prefill row {b}");
+            Assert.Equal(Decode(model, single, options).TokenIds, first[b].TokenIds);
             model.Append(single, second[b]);
-            Assert.Equal(model.Generate(single, options)[0].TokenIds, next[b].TokenIds);
+            Assert.Equal(Decode(model, single, options).TokenIds, next[b].TokenIds);
         }
     }
 

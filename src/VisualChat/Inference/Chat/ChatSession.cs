@@ -1,4 +1,5 @@
 using System.Text;
+using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
@@ -35,32 +36,38 @@ public sealed class ChatSession : IDisposable
     static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(30) };
 
     readonly VisualChatModel model;
-    readonly ITokenizer tokenizer;
-    readonly ClipImageProcessor processor;
+    readonly VisualChatProcessor processor;
+    readonly GenerationEngine engine;
     readonly List<ChatTranscriptRound> rounds = [];
     readonly List<(string Source, RgbImage Image)> pending = [];
     VisualChatConversationState state;
     bool lastAnswerLacksEos;
     string? systemPrompt;
 
-    public ChatSession(VisualChatModel model, string? modelName = null, string? systemPrompt = null)
+    /// <param name="processor">Tokenizer, template and image preprocessing (e.g. <see cref="VisualChatProcessor.Load"/> of
+    /// the model folder); null: <see cref="VisualChatProcessor.From"/> the model.</param>
+    public ChatSession(VisualChatModel model, string? modelName = null, string? systemPrompt = null, VisualChatProcessor? processor = null)
     {
         this.model = model;
-        tokenizer = ChatRoundPrompt.TokenizerOf(model);
-        processor = new ClipImageProcessor(ChatRoundPrompt.ImageProcessorFor(model));
+        this.processor = processor ?? VisualChatProcessor.From(model);
+        engine = new GenerationEngine(model, this.processor.Tokenizer);
         ModelName = modelName;
         this.systemPrompt = systemPrompt;
         state = NewState();
     }
 
     public VisualChatModel Model => model;
+    public VisualChatProcessor Processor => processor;
     public string? ModelName { get; }
     public GenerationOptions Parameters { get; set; } = new();
     public long MaxContext => model.LmConfig.MaxPositionEmbeddings;
     /// <summary>Positions the conversation holds in the cache.</summary>
     public long ContextLength => state.Length;
+    /// <summary>Every token id in the conversation's cache so far: each round's prompt (image placeholders, and an EOS in
+    /// front when the previous answer lacked one) and each answer with the token that ended it.</summary>
+    public IReadOnlyList<int> ConversationIds => state.History[0];
     /// <summary>The system prompt in use: the one given, else the model folder's.</summary>
-    public string? SystemPrompt => systemPrompt ?? model.Config.SystemPrompt;
+    public string? SystemPrompt => systemPrompt ?? processor.TemplateOptions.SystemPrompt;
     public IReadOnlyList<ChatTranscriptRound> Rounds => rounds;
     /// <summary>Prompt processing and decoding times of the last answer.</summary>
     public AnswerTiming? LastTiming { get; private set; }
@@ -79,8 +86,6 @@ public sealed class ChatSession : IDisposable
     }
 
     VisualChatConversationState NewState() => model.CreateConversation(1, Math.Min(512, MaxContext));
-
-    ConversationTemplate Template => new(model.Config.TemplateOptions with { SystemPrompt = SystemPrompt });
 
     /// <summary>Attaches an image (file path, file:// or http(s) URL, or data URI) to the next question. Decodes it now so
     /// a bad image is reported before the question is asked.</summary>
@@ -117,20 +122,23 @@ public sealed class ChatSession : IDisposable
     {
         if (string.IsNullOrWhiteSpace(question)) throw new ArgumentException("The question is empty.", nameof(question));
         var round = new ChatTranscriptRound { Images = pending.Select(p => p.Source).ToList(), Question = question };
-        var ids = ChatRoundPrompt.NextRoundIds(Template, tokenizer, ToConversation([.. rounds, round]), lastAnswerLacksEos);
-        long promptLength = ChatRoundPrompt.ExpandedLength(model, ids.Length, pending.Count);
+        var ids = processor.RoundIds(ToConversation([.. rounds, round]), lastAnswerLacksEos, SystemPrompt);
+        long promptLength = model.PromptPositions(ids.Length, pending.Count);
         long room = MaxContext - state.Length - promptLength;
         if (room < 1) throw new ContextFullException(state.Length + promptLength + 1, MaxContext);
 
         var clock = System.Diagnostics.Stopwatch.StartNew();
         TimeSpan? firstToken = null;
-        using (var pixels = pending.Count > 0 ? processor.Preprocess(pending.Select(p => p.Image).ToList()) : null)
-            model.Append(state, ids, pixels);
-        pending.Clear();
         var options = Parameters with { MaxNewTokens = (int)Math.Min(Parameters.MaxNewTokens, room) };
-        var stream = new AnswerStream(tokenizer, options, onTextDelta);
-        var result = model.Generate(state, options, (_, token) => { firstToken ??= clock.Elapsed; stream.Add(token); }, cancellationToken, Decode)[0];
-        var answer = stream.Finish();
+        GenerationResult result;
+        using (var pixels = processor.Pixels(pending.Select(p => p.Image).ToList())) {
+            pending.Clear();
+            // The answer's last token stays in the cache: the next round continues after it.
+            result = engine.Generate(new GenerationRequest(state, new DecoderPrompt(ids, pixels), options) {
+                OnToken = _ => firstToken ??= clock.Elapsed, OnText = onTextDelta, CancellationToken = cancellationToken, KeepFinalToken = true,
+            });
+        }
+        var answer = result.Text ?? "";
         round.Answer = answer;
         round.AnswerIds = result.TokenIds.ToList();
         rounds.Add(round);
@@ -142,8 +150,6 @@ public sealed class ChatSession : IDisposable
 
     /// <summary>The model's next-token logits after the last round , as floats; empty before the first question.</summary>
     public float[] NextTokenLogits() => state.NextLogits?.cpu().data<float>().ToArray() ?? [];
-
-    string Decode(IReadOnlyList<int> ids) => tokenizer.Decode(ids);
 
     /// <summary>Forgets the conversation (rounds, images, cache); parameters stay.</summary>
     public void Reset()
@@ -169,7 +175,6 @@ public sealed class ChatSession : IDisposable
     {
         Reset();
         systemPrompt = transcript.System;
-        var template = Template;
         var loaded = new List<ChatTranscriptRound>();
         try {
             for (int r = 0; r < transcript.Rounds.Count; r++) {
@@ -180,17 +185,18 @@ public sealed class ChatSession : IDisposable
                 int[] ids;
                 bool lacksEos;
                 if (round.AnswerIds is { } answerIds) {
-                    var prompt = ChatRoundPrompt.NextRoundIds(template, tokenizer, ToConversation([.. loaded, new ChatTranscriptRound { Images = round.Images, Question = round.Question }]), lastAnswerLacksEos);
+                    var prompt = processor.RoundIds(ToConversation([.. loaded, new ChatTranscriptRound { Images = round.Images, Question = round.Question }]), lastAnswerLacksEos, SystemPrompt);
                     ids = [.. prompt, .. answerIds];
                     lacksEos = answerIds.Count == 0 || !model.LmConfig.EosTokenIds.Contains(answerIds[^1]);
                 } else {
-                    var roundIds = template.TokenizeRounds(conversation, tokenizer)[^1].InputIds;
-                    ids = lastAnswerLacksEos ? [tokenizer.EosId, .. roundIds] : roundIds;
+                    var template = new ConversationTemplate(processor.TemplateOptions with { SystemPrompt = SystemPrompt });
+                    var roundIds = template.TokenizeRounds(conversation, processor.Tokenizer)[^1].InputIds;
+                    ids = lastAnswerLacksEos ? [processor.Tokenizer.EosId, .. roundIds] : roundIds;
                     lacksEos = false;
                 }
-                long length = ChatRoundPrompt.ExpandedLength(model, ids.Length, images.Count);
+                long length = model.PromptPositions(ids.Length, images.Count);
                 if (state.Length + length > MaxContext) throw new ContextFullException(state.Length + length, MaxContext);
-                using (var pixels = images.Count > 0 ? processor.Preprocess(images) : null)
+                using (var pixels = processor.Pixels(images))
                     model.Append(state, ids, pixels);
                 loaded.Add(round);
                 rounds.Add(round);
@@ -207,46 +213,4 @@ public sealed class ChatSession : IDisposable
         [], SystemPrompt ?? "");
 
     public void Dispose() => state.Dispose();
-
-    /// <summary>Streams the answer text: decodes everything generated so far and emits only the new suffix, holding
-    /// back an incomplete multi-byte character and anything that could still become a stop string.</summary>
-    sealed class AnswerStream(ITokenizer tokenizer, GenerationOptions options, Action<string>? onTextDelta)
-    {
-        readonly List<int> ids = [];
-        readonly HashSet<int> stopIds = [.. options.StopTokenIds ?? []];
-        readonly int holdBack = options.StopStrings.Count == 0 ? 0 : options.StopStrings.Max(s => s.Length) - 1;
-        int emitted;
-
-        public void Add(int token)
-        {
-            if (token == tokenizer.EosId || stopIds.Contains(token)) return;
-            ids.Add(token);
-            var text = Visible(tokenizer.Decode(ids));
-            if (text.EndsWith('\uFFFD')) return;
-            Emit(text, text.Length - holdBack);
-        }
-
-        public string Finish()
-        {
-            var text = Visible(tokenizer.Decode(ids));
-            Emit(text, text.Length);
-            return text;
-        }
-
-        string Visible(string text)
-        {
-            foreach (var stop in options.StopStrings) {
-                int at = text.IndexOf(stop, StringComparison.Ordinal);
-                if (at >= 0) text = text[..at];
-            }
-            return text;
-        }
-
-        void Emit(string text, int upTo)
-        {
-            if (upTo <= emitted || onTextDelta is null) return;
-            onTextDelta(text[emitted..upTo]);
-            emitted = upTo;
-        }
-    }
 }

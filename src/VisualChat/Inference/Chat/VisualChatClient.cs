@@ -20,10 +20,12 @@ public sealed class VisualChatClient : IChatClient
     readonly SemaphoreSlim gate = new(1, 1);
     readonly string modelId;
 
-    public VisualChatClient(VisualChatModel model, string modelId)
+    /// <param name="processor">Tokenizer, template and image preprocessing (e.g. <see cref="VisualChatProcessor.Load"/> of
+    /// the model folder); null: <see cref="VisualChatProcessor.From"/> the model.</param>
+    public VisualChatClient(VisualChatModel model, string modelId, VisualChatProcessor? processor = null)
     {
         this.modelId = modelId;
-        session = new ChatSession(model, modelId);
+        session = new ChatSession(model, modelId, processor: processor);
         Metadata = new ChatClientMetadata(ProviderName, defaultModelId: modelId);
     }
 

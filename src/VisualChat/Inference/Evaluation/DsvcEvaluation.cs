@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using VisualChat.Inference.Chat;
+using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
@@ -20,12 +21,13 @@ public sealed record EvalCase(string TestName, Conversation Conversation, IReadO
 
 /// <summary>
 /// Runs DeepSpeed-VisualChat eval conversations the way its eval script does: round by round, with the model's own
-/// earlier answers as history. Conversations are decoded several at a time (rows of one batch); results keep the input order.
+/// earlier answers as history. Conversations are decoded several at a time (sequences of one running batch of the
+/// generation engine, each with its own cache); results keep the input order.
 /// </summary>
-public sealed class DsvcEvaluation(VisualChatModel model, GenerationOptions options, int batchSize = 4)
+/// <param name="processor">Tokenizer, template and image preprocessing; null: <see cref="VisualChatProcessor.From"/> the model.</param>
+public sealed class DsvcEvaluation(VisualChatModel model, GenerationOptions options, int batchSize = 4, VisualChatProcessor? processor = null)
 {
-    readonly ITokenizer tokenizer = ChatRoundPrompt.TokenizerOf(model);
-    readonly ClipImageProcessor processor = new(ChatRoundPrompt.ImageProcessorFor(model));
+    readonly VisualChatProcessor roundProcessor = processor ?? VisualChatProcessor.From(model);
 
     /// <summary>Reads an eval JSON file; image paths stay as written (per round, space-separated) for the CSV.</summary>
     public static IReadOnlyList<EvalCase> ReadCases(string jsonFile, string imagesRoot)
@@ -89,48 +91,42 @@ public sealed class DsvcEvaluation(VisualChatModel model, GenerationOptions opti
         int roundCount = cases[indices[0]].Conversation.Rounds.Count;
         var conversations = indices.Select(i => cases[i].Conversation).ToArray();
         var lacksEos = new bool[batch];
-        var template = new ConversationTemplate(model.Config.TemplateOptions);
+        var engine = new GenerationEngine(model, roundProcessor.Tokenizer);
         long tokens = 0;
         long maxContext = model.LmConfig.MaxPositionEmbeddings;
         foreach (var i in indices) results[i] = new EvalRow[roundCount];
-        using var state = model.CreateConversation(batch, Math.Min(512, maxContext));
-        for (int r = 0; r < roundCount; r++) {
-            var ids = new IReadOnlyList<int>[batch];
-            var pixels = new TorchSharp.torch.Tensor?[batch];
-            try {
-                long longest = 0;
-                for (int b = 0; b < batch; b++) {
-                    var sofar = conversations[b].TakeRounds(r + 1);
-                    ids[b] = ChatRoundPrompt.NextRoundIds(template, tokenizer, sofar, lacksEos[b]);
-                    var images = sofar.Rounds[r].NewImages.OfType<FileImageRef>().Select(i => ImageLoader.Load(i.Path)).ToList();
-                    pixels[b] = images.Count > 0 ? processor.Preprocess(images) : null;
-                    longest = Math.Max(longest, ChatRoundPrompt.ExpandedLength(model, ids[b].Count, images.Count));
+        var states = indices.Select(_ => model.CreateConversation(1, Math.Min(512, maxContext))).ToArray();
+        try {
+            for (int r = 0; r < roundCount; r++) {
+                var prompts = new DecoderPrompt[batch];
+                try {
+                    var requests = new GenerationRequest[batch];
+                    for (int b = 0; b < batch; b++) {
+                        var sofar = conversations[b].TakeRounds(r + 1);
+                        var images = sofar.Rounds[r].NewImages.OfType<FileImageRef>().Select(i => ImageLoader.Load(i.Path)).ToList();
+                        prompts[b] = roundProcessor.ProcessRound(sofar, images, lacksEos[b]);
+                        long room = maxContext - states[b].Length - model.PromptPositions(prompts[b].Ids.Count, images.Count);
+                        if (room < 1) throw new ContextFullException(maxContext - room + 1, maxContext);
+                        // Answers stay in the cache: the next round continues after them.
+                        requests[b] = new GenerationRequest(states[b], prompts[b], options with { MaxNewTokens = (int)Math.Min(options.MaxNewTokens, room) }) { KeepFinalToken = true };
+                    }
+                    var generated = engine.Generate(requests);
+                    for (int b = 0; b < batch; b++) {
+                        var answer = generated[b].Text ?? "";
+                        tokens += generated[b].TokenIds.Count;
+                        lacksEos[b] = generated[b].FinishReason != FinishReason.EndOfSequence;
+                        conversations[b] = conversations[b].WithAnswer(r, answer);
+                        var c = cases[indices[b]];
+                        results[indices[b]][r] = new EvalRow(c.TestName, c.RoundImagePaths[r], c.Conversation.Rounds[r].Question, answer);
+                    }
+                } finally {
+                    foreach (var p in prompts) p?.Pixels?.Dispose();
                 }
-                long room = maxContext - state.Length - longest;
-                if (room < 1) throw new ContextFullException(state.Length + longest + 1, maxContext);
-                model.Append(state, ids, pixels);
-                var roundOptions = options with { MaxNewTokens = (int)Math.Min(options.MaxNewTokens, room) };
-                var generated = model.Generate(state, roundOptions, decode: ids => tokenizer.Decode(ids));
-                for (int b = 0; b < batch; b++) {
-                    var answer = Answer(generated[b]);
-                    tokens += generated[b].TokenIds.Count;
-                    lacksEos[b] = generated[b].FinishReason != FinishReason.EndOfSequence;
-                    conversations[b] = conversations[b].WithAnswer(r, answer);
-                    var c = cases[indices[b]];
-                    results[indices[b]][r] = new EvalRow(c.TestName, c.RoundImagePaths[r], c.Conversation.Rounds[r].Question, answer);
-                }
-            } finally {
-                foreach (var p in pixels) p?.Dispose();
             }
+        } finally {
+            foreach (var state in states) state.Dispose();
         }
         return tokens;
-    }
-
-    string Answer(GenerationResult result)
-    {
-        var text = tokenizer.Decode(result.TokenIds);
-        if (result.StopString is { } stop && text.IndexOf(stop, StringComparison.Ordinal) is var at and >= 0) text = text[..at];
-        return text;
     }
 
     public static void WriteCsv(TextWriter writer, IEnumerable<EvalRow> rows)

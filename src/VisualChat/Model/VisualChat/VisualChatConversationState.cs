@@ -4,44 +4,24 @@ using static TorchSharp.torch;
 namespace VisualChat.Model;
 
 /// <summary>
-/// Where one or several ongoing conversations stand: the KV cache of everything seen so far (with each position's
-/// padding and modality), how many images each row has shown, every token id for the repetition penalty, the logits
-/// for the next token, and for <c>causal+cross</c> the image memory. Rows are conversations; shorter rounds are
-/// left-padded, and padded positions stay masked for the rest of the conversation.
+/// Where one or several ongoing conversations stand: besides the <see cref="DecoderState"/> (KV cache with each
+/// position's padding and modality, token history, next logits), how many images each row has shown and for
+/// <c>causal+cross</c> the image memory. Rows are conversations; shorter rounds are left-padded, and padded positions
+/// stay masked for the rest of the conversation. The generation engine decodes single-row states.
 /// </summary>
-public sealed class VisualChatConversationState : IDisposable
+public sealed class VisualChatConversationState : DecoderState
 {
-    internal VisualChatConversationState(int numLayers, int batchSize, long capacity)
+    internal VisualChatConversationState(int numLayers, int batchSize, long capacity) : base(numLayers, capacity, batchSize)
     {
-        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), "A conversation state needs at least one row.");
-        Cache = new KVCache(numLayers, capacity);
-        BatchSize = batchSize;
         imageCounts = new int[batchSize];
-        history = Enumerable.Range(0, batchSize).Select(_ => new List<int>()).ToArray();
     }
 
     readonly int[] imageCounts;
-    readonly List<int>[] history;
 
-    public KVCache Cache { get; }
-    public int BatchSize { get; }
-    /// <summary>Positions in the cache (padding included).</summary>
-    public long Length => Cache.Length;
     public IReadOnlyList<int> ImageCounts => imageCounts;
-    /// <summary>Token ids per row (prompts with placeholders, generated answers), for the repetition penalty.</summary>
-    public IReadOnlyList<IReadOnlyList<int>> History => history;
-    /// <summary>[B, lm_vocab_size] logits for the next token, after the last appended position; null before any.</summary>
-    public Tensor? NextLogits { get; private set; }
     internal CrossAttentionMemory? Memory { get; private set; }
 
-    internal void SetNextLogits(Tensor logits)
-    {
-        NextLogits?.Dispose();
-        NextLogits = logits.DetachFromDisposeScope();
-    }
-
     internal void AddImages(int row, int count) => imageCounts[row] += count;
-    internal void AddHistory(int row, IEnumerable<int> ids) => history[row].AddRange(ids);
 
     internal void AppendMemory(CrossAttentionMemory memory)
     {
@@ -58,11 +38,12 @@ public sealed class VisualChatConversationState : IDisposable
         old.Slots.Dispose();
     }
 
-    public void Dispose()
+    protected override void Dispose(bool disposing)
     {
-        Cache.Dispose();
-        NextLogits?.Dispose();
+        base.Dispose(disposing);
+        if (!disposing) return;
         Memory?.Embeddings.Dispose();
         Memory?.Slots.Dispose();
+        Memory = null;
     }
 }

@@ -60,16 +60,13 @@ public sealed partial class VisualChatModel
             default: throw new InvalidOperationException($"Cannot save a vision encoder of type {vision.GetType().Name}.");
         }
         StateDict.Save(vision, Path.Combine(visionFolder, "model.safetensors"));
-        var processor = ImageProcessor ?? DefaultImageProcessor(VisionEncoder);
+        var processor = ImageProcessor ?? VisionEncoder.DefaultImageProcessor;
         File.WriteAllText(Path.Combine(visionFolder, PreprocessorFile), JsonSerializer.Serialize(processor, IndentedJson));
 
         StateDict.Save(projection, Path.Combine(folder, ProjectionFile));
         if (cross_attn is not null) StateDict.Save(cross_attn, Path.Combine(folder, CrossAttentionFile));
     }
 
-    static ImageProcessorConfig DefaultImageProcessor(IVisionEncoder encoder) => encoder is QwenVisionTransformer
-        ? ImageProcessorConfig.QwenVL448
-        : new ImageProcessorConfig { Size = ImageSize.Shortest(encoder.ImageSize), CropSize = ImageSize.Square(encoder.ImageSize) };
 
     /// <summary>Loads a folder written by <see cref="Save"/> (strict), onto <paramref name="device"/> (CPU by default).</summary>
     public static VisualChatModel Load(string folder, Device? device = null)
@@ -106,8 +103,7 @@ public sealed partial class VisualChatModel
         }
         if (File.Exists(Path.Combine(lmFolder, TokenizerFactory.ModelFileName)) || File.Exists(Path.Combine(lmFolder, TokenizerFactory.JsonFileName))) {
             model.Tokenizer = TokenizerFactory.FromFolder(lmFolder);
-            if (model.Tokenizer.TokenToId(config.ImageToken) is not { } id || id != config.ImageTokenId)
-                throw new InvalidDataException($"{lmFolder}: the tokenizer's '{config.ImageToken}' id is {model.Tokenizer.TokenToId(config.ImageToken)?.ToString() ?? "missing"} but {VisualChatConfig.FileName} says image_token_id {config.ImageTokenId}.");
+            VisualChatProcessor.CheckImageToken(model.Tokenizer, config, lmFolder);
         }
         model.ApplyDefaultTrainability();
         if (device is not null && device.type != DeviceType.CPU) model.to(device);

@@ -1,11 +1,11 @@
 using TorchSharp;
 using VisualChat.Attention;
-using VisualChat.Inference;
 using static TorchSharp.torch;
+using VisualChat.Conversations;
 
 namespace VisualChat.Model;
 
-public sealed partial class VisualChatModel
+public sealed partial class VisualChatModel : ICausalDecoder
 {
     /// <summary>A fresh conversation state for <paramref name="batchSize"/> conversations decoded together.</summary>
     public VisualChatConversationState CreateConversation(int batchSize = 1, long capacity = 512) =>
@@ -61,80 +61,46 @@ public sealed partial class VisualChatModel
         }
     }
 
-    /// <summary>
-    /// Decodes an answer for every row from the state's next-token logits, feeding each generated token through the
-    /// same trained embedding, and leaves the answers (with the EOS that ended them) in the cache so the next
-    /// <c>Append</c> continues the conversation. A row that has finished gets masked padding steps while the
-    /// others go on. <paramref name="onToken"/> receives (row, token).
-    /// </summary>
-    public IReadOnlyList<GenerationResult> Generate(VisualChatConversationState state, GenerationOptions options,
-        Action<int, int>? onToken = null, CancellationToken cancellationToken = default, Func<IReadOnlyList<int>, string>? decode = null)
+    IReadOnlyList<int> ICausalDecoder.EosTokenIds => LmConfig.EosTokenIds;
+    public long MaxContext => LmConfig.MaxPositionEmbeddings;
+
+    /// <summary>Positions a round of <paramref name="idCount"/> ids takes in the cache once each of its
+    /// <paramref name="imageCount"/> placeholders became the image's tokens.</summary>
+    public long PromptPositions(int idCount, int imageCount) => idCount + (long)imageCount * (ImageTokens - 1);
+
+    DecoderState ICausalDecoder.CreateState(long capacity) => CreateConversation(1, capacity);
+
+    /// <summary>Appends a round (ids with placeholders, its new images as <see cref="DecoderPrompt.Pixels"/>) to a single
+    /// conversation; see <see cref="Append(VisualChatConversationState, IReadOnlyList{int}, Tensor?)"/>.</summary>
+    public void Prefill(DecoderState state, DecoderPrompt prompt)
     {
-        options.Validate();
-        if (state.NextLogits is null) throw new InvalidOperationException("Append a prompt to the conversation before generating.");
-        if (options.StopStrings.Count > 0 && decode is null)
-            throw new ArgumentException("GenerationOptions.StopStrings need a decode delegate to read the generated text.", nameof(decode));
-        int batch = state.BatchSize;
-        var stopIds = new HashSet<int>(options.StopTokenIds ?? LmConfig.EosTokenIds);
-        var generated = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
-        var finish = new FinishReason?[batch];
-        var stopFound = new string?[batch];
-        if (options.MaxNewTokens == 0) return Results();
-
-        var device = state.NextLogits.device;
-        int padId = LmConfig.PadTokenId ?? stopIds.DefaultIfEmpty(0).First();
-        using var noGrad = no_grad();
-        using var sampler = new Sampler(options);
-        var seenHost = new bool[batch * OutputVocabSize];
-        for (int b = 0; b < batch; b++)
-            foreach (var id in state.History[b])
-                if (id >= 0 && id < OutputVocabSize) seenHost[b * OutputVocabSize + id] = true;
-        using var seen = tensor(seenHost, new long[] { batch, OutputVocabSize }, device: device);
-        using var markSeen = ones(batch, 1, dtype: ScalarType.Bool, device: device);
-        var stepIds = new long[batch];
-        var stepMask = new long[batch];
-        var stepModality = new long[batch];
-        Tensor logits = state.NextLogits;
-
-        while (true) {
-            using var scope = NewDisposeScope();
-            var sampled = sampler.Sample(logits, seen).to(ScalarType.Int64).cpu().data<long>().ToArray();
-            bool anyActive = false;
-            for (int b = 0; b < batch; b++) {
-                bool active = finish[b] is null;
-                stepIds[b] = active ? sampled[b] : padId;
-                stepMask[b] = active ? 1 : 0;
-                stepModality[b] = active ? (long)TokenModality.Text : (long)TokenModality.Padding;
-                if (!active) continue;
-                anyActive = true;
-                int token = (int)sampled[b];
-                generated[b].Add(token);
-                onToken?.Invoke(b, token);
-                if (stopIds.Contains(token)) finish[b] = FinishReason.EndOfSequence;
-                else if (decode is not null && options.StopStrings.FirstOrDefault(s => decode(generated[b]).Contains(s, StringComparison.Ordinal)) is { } stop) {
-                    finish[b] = FinishReason.StopString;
-                    stopFound[b] = stop;
-                } else if (generated[b].Count >= options.MaxNewTokens) finish[b] = FinishReason.Length;
-            }
-            if (!anyActive) break;
-            // The token just chosen joins the cache even when it ends the answer, so the next round sees it.
-            var step = tensor(stepIds, new long[] { batch, 1 }, device: device);
-            seen.scatter_(1, step, markSeen);
-            var embeds = Embed(step);
-            var stepLogits = RunLanguageModel(embeds, tensor(stepMask, new long[] { batch, 1 }, device: device),
-                tensor(stepModality, new long[] { batch, 1 }, device: device), state.Memory, state.Cache, lastTokenOnly: true);
-            state.SetNextLogits(stepLogits.select(1, 0));
-            logits = state.NextLogits!;
-            if (finish.All(f => f is not null)) break;
-            if (cancellationToken.IsCancellationRequested) {
-                for (int b = 0; b < batch; b++) finish[b] ??= FinishReason.Cancelled;
-                break;
-            }
-        }
-        for (int b = 0; b < batch; b++) state.AddHistory(b, generated[b]);
-        return Results();
-
-        IReadOnlyList<GenerationResult> Results() =>
-            Enumerable.Range(0, batch).Select(b => new GenerationResult(generated[b], finish[b] ?? FinishReason.Length, stopFound[b])).ToArray();
+        if (prompt.InputsEmbeds is not null || prompt.Modality is not null)
+            throw new ArgumentException("VisualChatModel builds the embeddings and modality of a prompt itself from its ids and pixels; give DecoderPrompt.Ids and Pixels only.", nameof(prompt));
+        Append(Conversation(state), prompt.Ids, prompt.Pixels);
     }
+
+    /// <summary>Feeds each single conversation its token through the trained embedding, tagged text; the cross-attention
+    /// memory of each conversation is its own, so every state runs its own forward.</summary>
+    public void Step(IReadOnlyList<DecoderState> states, IReadOnlyList<int> tokens)
+    {
+        if (states.Count != tokens.Count) throw new ArgumentException($"Step got {states.Count} states but {tokens.Count} tokens.", nameof(tokens));
+        var device = lm.model.embed_tokens.weight!.device;
+        using var noGrad = no_grad();
+        for (int i = 0; i < states.Count; i++) {
+            var state = Conversation(states[i]);
+            state.RequireSingleSequence("VisualChatModel.Step");
+            if (tokens[i] < 0 || tokens[i] >= EmbeddingRows)
+                throw new ArgumentException($"Token id {tokens[i]} is outside the embedding matrix of {EmbeddingRows} rows.", nameof(tokens));
+            using var scope = NewDisposeScope();
+            var step = tensor(new long[] { tokens[i] }, new long[] { 1, 1 }, device: device);
+            var logits = RunLanguageModel(Embed(step), null, TextStepModality(device), state.Memory, state.Cache, lastTokenOnly: true);
+            state.SetNextLogits(logits.select(1, 0));
+            state.AddHistory(0, [tokens[i]]);
+        }
+    }
+
+    static Tensor TextStepModality(Device device) => tensor(new[] { (long)TokenModality.Text }, new long[] { 1, 1 }, device: device);
+
+    static VisualChatConversationState Conversation(DecoderState state) => state as VisualChatConversationState
+        ?? throw new ArgumentException($"VisualChatModel decodes VisualChatConversationState (from CreateConversation), not {state.GetType().Name}.", nameof(state));
 }

@@ -19,6 +19,9 @@ public interface IVisionEncoder
     /// <summary>Identifies architecture, size and output selection; the feature cache keys on it so encoders never share entries.</summary>
     string EncoderId { get; }
 
+    /// <summary>The preprocessing the encoder expects when its folder names none (CLIP's recipe at <see cref="ImageSize"/>).</summary>
+    ImageProcessorConfig DefaultImageProcessor => ImageProcessorConfig.ForImageSize(ImageSize);
+
     bool IsFrozen { get; }
     void Freeze();
     void Unfreeze();

@@ -82,6 +82,15 @@ public sealed class ImageProcessorConfig
     /// </summary>
     public static ImageProcessorConfig QwenVL448 => new() { Size = new ImageSize(Scalar: 448), CropSize = new ImageSize(Scalar: 448) };
 
+    /// <summary>CLIP preprocessing to a square of <paramref name="imageSize"/>: Clip224, Clip336, QwenVL448 or the same recipe at another size.</summary>
+    public static ImageProcessorConfig ForImageSize(int imageSize) => imageSize switch
+    {
+        224 => Clip224,
+        336 => Clip336,
+        448 => QwenVL448,
+        _ => new ImageProcessorConfig { Size = ImageSize.Shortest(imageSize), CropSize = ImageSize.Square(imageSize) },
+    };
+
     public static ImageProcessorConfig FromFile(string path)
     {
         if (!File.Exists(path))

@@ -189,7 +189,7 @@ public static class VisionEncoderFolder
     /// The folder's preprocessor_config.json, or when it has none, CLIP's preprocessing at the encoder's size
     /// (shortest edge then center crop to <paramref name="imageSize"/>, OpenAI mean/std), which is what all presets use.
     /// </summary>
-    private static ImageProcessorConfig LoadProcessor(string folder, int imageSize)
+    internal static ImageProcessorConfig LoadProcessor(string folder, int imageSize)
     {
         var path = Path.Combine(folder, PreprocessorFile);
         if (!File.Exists(path)) return ProcessorFor(imageSize);
@@ -199,13 +199,7 @@ public static class VisionEncoderFolder
     }
 
     /// <summary>CLIP preprocessing to a square of <paramref name="imageSize"/>: Clip224, Clip336, QwenVL448 or the same recipe at another size.</summary>
-    public static ImageProcessorConfig ProcessorFor(int imageSize) => imageSize switch
-    {
-        224 => ImageProcessorConfig.Clip224,
-        336 => ImageProcessorConfig.Clip336,
-        448 => ImageProcessorConfig.QwenVL448,
-        _ => new ImageProcessorConfig { Size = ImageSize.Shortest(imageSize), CropSize = ImageSize.Square(imageSize) },
-    };
+    public static ImageProcessorConfig ProcessorFor(int imageSize) => ImageProcessorConfig.ForImageSize(imageSize);
 
     private static void CheckProcessor(ImageProcessorConfig processor, int imageSize, string source)
     {

@@ -1,0 +1,35 @@
+using VisualChat.Inference.Generation;
+
+namespace VisualChat.Tests.Generation;
+
+public class StopStringMatcherTests
+{
+    [Fact]
+    public void HoldsBackPossibleStartsAndCutsAtTheEarliestStop()
+    {
+        var matcher = new StopStringMatcher(["###", "END"]);
+        Assert.Equal("abc", matcher.Add("abc#"));
+        Assert.Equal("", matcher.Add("#"));
+        Assert.Equal("##x", matcher.Add("x"));          // "##x" cannot start "###" any more
+        Assert.Equal("y", matcher.Add("yE"));
+        Assert.Equal("", matcher.Add("N"));
+        Assert.Equal("ENz", matcher.Add("z"));
+        Assert.Equal("", matcher.Add("EN"));
+        Assert.Null(matcher.Found);
+        Assert.Equal("EN", matcher.Flush());
+    }
+
+    [Fact]
+    public void StopSpanningDeltasIsFoundAndNotReleased()
+    {
+        var matcher = new StopStringMatcher(["</s>", "ab"]);
+        var released = matcher.Add("hello <") + matcher.Add("/") + matcher.Add("s> more");
+        Assert.Equal("hello ", released);
+        Assert.Equal("</s>", matcher.Found);
+        Assert.Equal("", matcher.Add("again"));
+        Assert.Equal("", matcher.Flush());
+        var early = new StopStringMatcher(["</s>", "ab"]);
+        Assert.Equal("x", early.Add("x</s>ab"));
+        Assert.Equal("</s>", early.Found);
+    }
+}
