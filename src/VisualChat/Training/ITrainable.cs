@@ -48,4 +48,6 @@ public interface ISkippedSamples
 {
     /// <summary>"file#record: reason" of every distinct sample dropped so far.</summary>
     IReadOnlyCollection<string> SkippedSamples { get; }
+    /// <summary>Training batches passed over so far because none of their samples loaded.</summary>
+    int EmptyTrainBatches { get; }
 }

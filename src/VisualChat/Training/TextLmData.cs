@@ -14,6 +14,7 @@ public sealed class TextLmData(IReadOnlyList<TokenizedSample> train, IReadOnlyLi
     /// <summary>Records skipped while reading ("file:line: reason").</summary>
     public IReadOnlyList<string> Skipped { get; init; } = [];
     IReadOnlyCollection<string> ISkippedSamples.SkippedSamples => Skipped;
+    int ISkippedSamples.EmptyTrainBatches => 0;
 
     public IReadOnlyList<TokenizedSample> Train { get; } = train;
     public IReadOnlyList<TokenizedSample> Eval { get; } = eval;

@@ -56,6 +56,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
     int _epoch;
     int _batchInEpoch;
     long _skippedBatches;
+    int _emptyBatchesSeen;
     double? _bestEvalLoss;
     double? _lastEvalLoss;
     double? _lastLoss;
@@ -189,9 +190,13 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
             _model.Module.train();
             throughputClock.Restart();
             // Cancellation is honoured only at optimizer-step boundaries (below), so that a resumable checkpoint can follow.
-            foreach (var batch in _data.TrainBatches(_epoch, _batchInEpoch, CancellationToken.None))
+            foreach (var (item, end) in WithEnd(_data.TrainBatches(_epoch, _batchInEpoch, CancellationToken.None)))
             {
-                using (batch)
+                // Plan batches the data passed over because none of their samples loaded still count as consumed,
+                // so the position (and a resume from it) stays on the plan.
+                _batchInEpoch += EmptyBatchesPassed();
+                if (!end)
+                using (var batch = item!)
                 {
                     manual_seed((long)(StableRandom.Hash(_config.Seed, "micro-batch", _step, micro) >> 1));
                     using var scope = NewDisposeScope();
@@ -219,7 +224,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                         images += result.Images;
                     }
                 }
-                bool lastOfEpoch = _batchInEpoch >= batchesInEpoch;
+                bool lastOfEpoch = end || _batchInEpoch >= batchesInEpoch;
                 if (micro < accumulation && !lastOfEpoch) continue;
                 if (micro == 0) continue;
                 var metrics = OptimizerStep(lossSum / micro, micro, accumulation);
@@ -259,6 +264,20 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         else if (_config.SaveFinal) SaveCheckpoint("final");
         return new TrainingSummary(_step, _epoch, wall.Elapsed, _bestEvalLoss, _lastEvalLoss, _lastLoss, _scaler.SkippedSteps, _skippedBatches,
             interrupted, _checkpoints.Distinct().ToList(), RunDir, SkippedSamples().Count);
+    }
+
+    static IEnumerable<(T? Item, bool End)> WithEnd<T>(IEnumerable<T> items)
+    {
+        foreach (var item in items) yield return (item, false);
+        yield return (default, true);
+    }
+
+    int EmptyBatchesPassed()
+    {
+        if (_data is not ISkippedSamples data) return 0;
+        int passed = data.EmptyTrainBatches - _emptyBatchesSeen;
+        _emptyBatchesSeen = data.EmptyTrainBatches;
+        return passed;
     }
 
     /// <summary>Distinct unloadable samples of this run, resumed sessions included ("file#record: reason").</summary>

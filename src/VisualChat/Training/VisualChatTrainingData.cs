@@ -25,6 +25,7 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
     readonly bool _groupByLength;
     readonly ConcurrentDictionary<string, string> _skipped = new(StringComparer.Ordinal);
     readonly double _maxSkipFraction;
+    int _emptyTrainBatches;
 
     public VisualChatTrainingData(IReadOnlyList<PreparedSample> train, IReadOnlyList<PreparedSample> eval, SampleEncoder encoder, Collator collator,
         ClipImageProcessor processor, int batchSize, int evalBatchSize, long seed, int workers = 2, bool groupByLength = false, double maxSkipFraction = 1.0)
@@ -41,6 +42,7 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
     /// <summary>"file#record: reason" of every sample dropped because an image failed to load.</summary>
     public IReadOnlyCollection<string> SkippedSamples => _skipped.Select(kv => $"{kv.Key}: {kv.Value}").ToList();
     public Action<string>? Log { get; set; }
+    public int EmptyTrainBatches => _emptyTrainBatches;
 
     IReadOnlyList<int[]> Plan(int epoch) =>
         BatchPlanner.Plan(_train.Select(s => s.ExpandedLength).ToArray(), _batchSize, _seed, epoch, shuffle: true, groupByLength: _groupByLength);
@@ -48,12 +50,12 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
     public int BatchesPerEpoch(int epoch) => Plan(epoch).Count;
 
     public IEnumerable<VisualChatTrainingBatch> TrainBatches(int epoch, int skip, CancellationToken cancellationToken) =>
-        Load(_train, Plan(epoch).Skip(skip).ToList(), cancellationToken);
+        Load(_train, Plan(epoch).Skip(skip).ToList(), cancellationToken, train: true);
 
     public IEnumerable<VisualChatTrainingBatch> EvalBatches(CancellationToken cancellationToken) =>
-        Load(_eval, Enumerable.Range(0, _eval.Count).Chunk(_evalBatchSize).ToList(), cancellationToken);
+        Load(_eval, Enumerable.Range(0, _eval.Count).Chunk(_evalBatchSize).ToList(), cancellationToken, train: false);
 
-    IEnumerable<VisualChatTrainingBatch> Load(IReadOnlyList<PreparedSample> samples, IReadOnlyList<int[]> plan, CancellationToken cancellationToken)
+    IEnumerable<VisualChatTrainingBatch> Load(IReadOnlyList<PreparedSample> samples, IReadOnlyList<int[]> plan, CancellationToken cancellationToken, bool train)
     {
         var loader = new DataLoader<SampleImages>(samples, _encoder.Encode, _collator, DecodeImages, _workers);
         foreach (var loaded in loader.Read(plan, cancellationToken))
@@ -71,7 +73,11 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
                     else kept.Add(i);
                 }
                 EnsureSkipFraction();
-                if (kept.Count == 0) continue;
+                if (kept.Count == 0)
+                {
+                    if (train) _emptyTrainBatches++;
+                    continue;
+                }
                 var batch = kept.Count == loaded.Items.Count
                     ? _collator.Collate(loaded.Batch.Samples)
                     : _collator.Collate(kept.Select(i => loaded.Batch.Samples[i]).ToList());
