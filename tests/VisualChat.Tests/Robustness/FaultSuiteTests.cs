@@ -140,15 +140,26 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
     [DllImport("libc", SetLastError = true)]
     static extern int kill(int pid, int signal);
 
-    static List<StepMetrics> Metrics(string runDir)
+    sealed record MetricsLine(string Kind, long Step, long SkippedSamples, double? EvalLoss);
+
+    /// <summary>metrics.jsonl as written so far (a line being appended is ignored).</summary>
+    static List<MetricsLine> Metrics(string runDir)
     {
         var path = Path.Combine(runDir, "metrics.jsonl");
         if (!File.Exists(path)) return [];
-        var list = new List<StepMetrics>();
+        var list = new List<MetricsLine>();
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
         using var reader = new StreamReader(stream);
         while (reader.ReadLine() is { } line)
-            try { if (line.Length > 0) list.Add(StepMetrics.Parse(line)); } catch (System.Text.Json.JsonException) { }
+        {
+            try
+            {
+                if (line.Length == 0 || JsonNode.Parse(line) is not JsonObject o) continue;
+                list.Add(new MetricsLine(o["kind"]?.GetValue<string>() ?? "train", o["step"]?.GetValue<long>() ?? 0,
+                    o["skipped_samples"]?.GetValue<long>() ?? 0, o["eval_loss"]?.GetValue<double>()));
+            }
+            catch (System.Text.Json.JsonException) { }
+        }
         return list;
     }
 
@@ -216,7 +227,7 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
         var evals = Metrics(Path.Combine(ws, "run")).Where(m => m.Kind == "eval").ToList();
         Assert.NotEmpty(evals);
         Assert.Equal(1, evals[0].SkippedSamples);
-        Assert.True(double.IsFinite(evals[0].EvalLoss!.Value));
+        Assert.True(evals[0].EvalLoss is { } loss && double.IsFinite(loss));
         Assert.Contains(victim.SourceIds[0].Record, result.Out);
     }
 
@@ -244,6 +255,7 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
         Assert.Contains("training would stop", child.Out);
     }
 
+#if !BEFORE_FIX   // uses the reader's new skip list
     [Fact]
     public void Case1_LlamaLmText_BadJsonLineIsSkippedAndCounted()
     {
@@ -258,6 +270,7 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
         Assert.Single(skipped);
         Assert.Contains($"{path}:2", skipped[0]);
     }
+#endif
 
     // ---------- 2. SIGTERM and SIGHUP ----------
 
@@ -357,17 +370,18 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
 
         var target = Path.Combine(ws, "deployed");
         FaultSuiteFixture.CopyFolder(fixture.ModelFolder, target);
-        var before = Directory.GetFiles(target, "*", SearchOption.AllDirectories).ToDictionary(f => f, File.GetLastWriteTimeUtc);
+        // The trained embeddings are written before the projection: kill right after they are, in the target (a
+        // writer working in place) or in a temporary sibling.
+        var embeddings = Path.Combine(target, VisualChatModel.EmbeddingsFile);
+        var stamp = File.GetLastWriteTimeUtc(embeddings);
         using (var child = new Child(ws, ["export", "--checkpoint", checkpoint, "--out", target]))
         {
-            // Kill as soon as the export starts writing: into a sibling, or (non-atomic writer) over the target.
             var clock = Stopwatch.StartNew();
             while (!child.Process.HasExited && clock.Elapsed < Patience)
             {
-                bool writing = Directory.GetDirectories(ws, "deployed.tmp-*").Length > 0
-                    || before.Any(kv => !File.Exists(kv.Key) || File.GetLastWriteTimeUtc(kv.Key) != kv.Value);
-                if (writing) { child.Signal(SIGKILL); break; }
-                Thread.Sleep(1);
+                bool written = File.GetLastWriteTimeUtc(embeddings) != stamp
+                    || Directory.GetDirectories(ws, "deployed.tmp-*").Any(t => File.Exists(Path.Combine(t, VisualChatModel.EmbeddingsFile)));
+                if (written) { child.Signal(SIGKILL); break; }
             }
             child.Wait();
         }
@@ -492,7 +506,7 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
     }
 
     [Fact]
-    public void Case6_IntegerTensorWhereFloatIsExpected_IsRefused_AndNonFiniteWeightsWarn()
+    public void Case6_IntegerTensorWhereFloatIsExpected_IsRefused()
     {
         var folder = Path.Combine(fixture.Root, $"weights-{Guid.NewGuid():N}");
         Directory.CreateDirectory(folder);
@@ -502,7 +516,15 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
         var error = Assert.Throws<InvalidDataException>(() => { using var source = TensorFiles.Open(ints); StateDict.Load(linear, source); });
         Assert.Contains("'weight'", error.Message);
         Assert.Contains("Int32", error.Message);
+    }
 
+#if !BEFORE_FIX   // uses the new warning hook
+    [Fact]
+    public void Case6_NonFiniteWeights_Warn()
+    {
+        var folder = Path.Combine(fixture.Root, $"weights-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(folder);
+        using var linear = nn.Linear(3, 2);
         var nan = Path.Combine(folder, "nan.safetensors");
         using var weight = ones(2, 3);
         weight[0, 0] = tensor(float.NaN);
@@ -519,6 +541,7 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
         finally { StateDict.Warn = previous; }
         Assert.Contains(warnings, w => w.Contains("NaN") && w.Contains("nan.safetensors"));
     }
+#endif
 
     [Fact]
     public void Case6_ImageStdOfZero_IsRefusedNamingTheKey()
@@ -557,7 +580,8 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
         var config = fixture.Config(ws, "\"max_steps\": 1", modelPath: Path.GetRelativePath(ws, fixture.ModelFolder), dataConfig: "data.json", outputDir: "run");
         using (var train = new Child(ws, ["train", "--config", config]))
             Assert.True(train.Wait() == 0, train.Out + train.Err);
-        var elsewhere = Directory.CreateDirectory(Path.Combine(fixture.Root, $"elsewhere-{Guid.NewGuid():N}")).FullName;
+        // Two levels down, so the run's relative model path resolves to nothing there.
+        var elsewhere = Directory.CreateDirectory(Path.Combine(fixture.Root, $"elsewhere-{Guid.NewGuid():N}", "deeper")).FullName;
         using var export = new Child(elsewhere, ["export", "--checkpoint", Path.Combine(ws, "run", "final"), "--out", Path.Combine(ws, "exported")]);
         Assert.True(export.Wait() == 0, export.Out + export.Err);
         using var model = VisualChatModel.Load(Path.Combine(ws, "exported"));
