@@ -333,6 +333,8 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
             var newest = CheckpointStore.Latest(run);
             Assert.NotNull(newest);
             Assert.True(newest.Step >= reached, $"attempt {attempt}: resumed behind the last complete checkpoint ({newest.Step} < {reached})");
+            // Work lost to kill -9 is bounded by save_every_steps (1 here): at most the step being checkpointed.
+            Assert.InRange(LastTrainStep(run) - newest.Step, 0, 1);
             reached = newest.Step;
         }
         using var resumed = TrainingRunFactory.Create(TrainingConfig.Load(config, ["resume=auto"]));
