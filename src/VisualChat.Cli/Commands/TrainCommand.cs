@@ -152,7 +152,7 @@ public static class TrainCommand
                 Row("tokens/s", last?.TokensPerSecond?.ToString("F0", ci) ?? "-");
                 Row("images/s", last?.ImagesPerSecond?.ToString("F1", ci) ?? "-");
                 Row("loss scale", last?.LossScale?.ToString("G", ci) ?? "-");
-                Row("skipped steps / batches", last is null ? "0 / 0" : $"{last.Skipped} / {last.SkippedBatches}");
+                Row("skipped steps / batches / samples", last is null ? "0 / 0 / 0" : $"{last.Skipped} / {last.SkippedBatches} / {last.SkippedSamples}");
                 Row("ETA", last?.EtaSeconds is { } eta && double.IsFinite(eta) ? TimeSpan.FromSeconds(Math.Round(eta)).ToString() : "-");
                 var recent = new Rows(messages.Select(m => (IRenderable)new Spectre.Console.Text(m)).DefaultIfEmpty(new Spectre.Console.Text("")).ToArray());
                 return new Rows(table, recent);

@@ -92,14 +92,18 @@ public static class ModelFolderWriter
     /// </summary>
     public static void VerifyOrThrow(string folder)
     {
-        if (Verify(folder) is { } problem) throw new InvalidDataException(problem);
+        var (problem, missing) = Check(folder);
+        if (missing is not null) throw new FileNotFoundException(problem, missing);
+        if (problem is not null) throw new InvalidDataException(problem);
     }
 
     /// <summary>The first problem of <paramref name="folder"/> against its manifest, or null when it is intact (or has none).</summary>
-    public static string? Verify(string folder)
+    public static string? Verify(string folder) => Check(folder).Problem;
+
+    static (string? Problem, string? MissingFile) Check(string folder)
     {
         var manifestPath = Path.Combine(folder, ManifestFile);
-        if (!File.Exists(manifestPath)) return null;
+        if (!File.Exists(manifestPath)) return (null, null);
         JsonArray files;
         try
         {
@@ -108,7 +112,7 @@ public static class ModelFolderWriter
         }
         catch (Exception e) when (e is JsonException or InvalidOperationException or InvalidDataException)
         {
-            return $"{manifestPath} is unreadable ({e.Message}); the model folder is damaged: export or save it again.";
+            return ($"{manifestPath} is unreadable ({e.Message}); the model folder is damaged: export or save it again.", null);
         }
         var listed = new HashSet<string>(StringComparer.Ordinal);
         foreach (var node in files)
@@ -117,24 +121,24 @@ public static class ModelFolderWriter
             var size = node?["size"]?.GetValue<long>();
             var hash = node?["sha256"]?.GetValue<string>();
             if (relative is null || size is null || hash is null || relative.Contains("..", StringComparison.Ordinal))
-                return $"{manifestPath} has a malformed entry; the model folder is damaged: export or save it again.";
+                return ($"{manifestPath} has a malformed entry; the model folder is damaged: export or save it again.", null);
             listed.Add(relative);
             var path = Path.Combine(folder, relative);
             if (!File.Exists(path))
-                return $"{path} is missing (listed in {ManifestFile}); the model folder is incomplete: export or save it again.";
+                return ($"{path} is missing (listed in {ManifestFile}); the model folder is incomplete: export or save it again.", path);
             long actual = new FileInfo(path).Length;
             if (actual != size)
-                return $"{path} is {actual} bytes but {ManifestFile} lists {size}; the file is truncated or from another model: export or save the folder again.";
+                return ($"{path} is {actual} bytes but {ManifestFile} lists {size}; the file is truncated or from another model: export or save the folder again.", null);
             if (!string.Equals(Sha256(path), hash, StringComparison.OrdinalIgnoreCase))
-                return $"{path} does not match its SHA-256 in {ManifestFile}; the file is corrupt or from another model: export or save the folder again.";
+                return ($"{path} does not match its SHA-256 in {ManifestFile}; the file is corrupt or from another model: export or save the folder again.", null);
         }
         foreach (var file in Directory.GetFiles(folder, "*.safetensors", SearchOption.AllDirectories))
         {
             var relative = Path.GetRelativePath(folder, file).Replace(Path.DirectorySeparatorChar, '/');
             if (!listed.Contains(relative))
-                return $"{file} is not listed in {ManifestFile}; it was added after the model was written (a mixed folder): remove it or save the model again.";
+                return ($"{file} is not listed in {ManifestFile}; it was added after the model was written (a mixed folder): remove it or save the model again.", null);
         }
-        return null;
+        return (null, null);
     }
 
     static string Sha256(string path)
