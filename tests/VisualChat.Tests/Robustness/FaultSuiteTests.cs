@@ -575,6 +575,26 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
     }
 
     [Fact]
+    public void Case6_UnexpectedExceptionInAnyCommand_IsOneLine_StackOnlyWithVerbose()
+    {
+        var ws = fixture.Workspace();
+        var conversations = Path.Combine(ws, "conversations.json");
+        File.WriteAllText(conversations, "[]");   // an array where the command expects an object
+        string[] args = ["eval", "--model", fixture.ModelFolder, "--conversations", conversations, "--out", Path.Combine(ws, "answers.csv")];
+        using (var child = new Child(ws, args))
+        {
+            Assert.Equal(1, child.Wait());
+            var lines = child.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.True(lines.Length == 1 && lines[0].StartsWith("vchat eval: ", StringComparison.Ordinal), child.Err);
+        }
+        using (var verbose = new Child(ws, [.. args, "--verbose"]))
+        {
+            Assert.Equal(1, verbose.Wait());
+            Assert.Contains("   at ", verbose.Err);
+        }
+    }
+
+    [Fact]
     public void Case6_ExportFromAnotherWorkingDirectory_FindsTheBaseModel()
     {
         var ws = fixture.Workspace();
