@@ -79,11 +79,17 @@ public static class TrainingRunFactory
     static TrainingRun CreateLlamaLm(TrainingConfig config, Action<string>? log)
     {
         var tokenizer = TokenizerFactory.FromPath(config.Model.Tokenizer ?? config.Model.Path!);
-        var all = TextLmData.ReadJsonl(config.TrainData!, tokenizer, config.MaxSeqLen);
+        var skipped = new List<string>();
+        int records = 0;
+        var all = TextLmData.ReadJsonl(config.TrainData!, tokenizer, config.MaxSeqLen, skipped, count => records += count);
         var (train, eval) = config.EvalData is { } evalPath
-            ? (all, TextLmData.ReadJsonl(evalPath, tokenizer, config.MaxSeqLen))
+            ? (all, TextLmData.ReadJsonl(evalPath, tokenizer, config.MaxSeqLen, skipped, count => records += count))
             : TextLmData.Split(all, config.EvalFraction, config.Seed);
-        var data = new TextLmData(train, eval, config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, Collator.For(tokenizer));
+        foreach (var line in skipped) log?.Invoke($"skipped record {line}");
+        if (skipped.Count > config.MaxSkipFraction * records)
+            throw new DataQualityException($"{skipped.Count} of {records} text records were skipped, more than max_skip_fraction = {config.MaxSkipFraction:P1}; " +
+                $"fix them or raise max_skip_fraction. First: {string.Join("; ", skipped.Take(5))}");
+        var data = new TextLmData(train, eval, config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, Collator.For(tokenizer)) { Skipped = skipped };
 
         var configPath = config.Model.Config ?? Path.Combine(config.Model.Path!, "config.json");
         var llamaConfig = LlamaConfig.Load(configPath);
@@ -162,7 +168,7 @@ public static class TrainingRunFactory
         log?.Invoke($"data: {train.Count} train / {eval.Count} eval samples from {dataConfig.DataSets.Count} data set(s); {mixed.Report.Skipped} records skipped");
         var processor = new Vision.ClipImageProcessor(model.ImageProcessor ?? Vision.ImageProcessorConfig.Clip224);
         var data = new VisualChatTrainingData(train, eval, encoder, Collator.For(tokenizer), processor,
-            config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed) { Log = log };
+            config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, maxSkipFraction: dataConfig.MaxSkipFraction) { Log = log };
 
         model.to(TorchSharp.torch.device(config.Device));
         model.lm.model.GradientCheckpointing = config.GradientCheckpointing;

@@ -19,7 +19,9 @@ namespace VisualChat.Model;
 ///   embeddings.safetensors     "model.embed_tokens.weight": the trained embedding matrix including the added rows
 ///   cross_attn.safetensors     causal+cross only: "{layer}.q_proj.weight", ..., "{layer}.attn_gate"
 /// </code>
-/// Every file is loaded strictly: missing, unexpected or mis-shaped tensors throw, naming the file.
+/// Every file is loaded strictly: missing, unexpected or mis-shaped tensors throw, naming the file. The folder is written
+/// atomically and carries <c>model-manifest.json</c> (sizes and SHA-256 of every file), checked before loading, so a
+/// truncated or mixed folder is refused naming the file.
 /// </summary>
 public sealed partial class VisualChatModel
 {
@@ -35,9 +37,12 @@ public sealed partial class VisualChatModel
 
     static readonly JsonSerializerOptions IndentedJson = new() { WriteIndented = true };
 
-    public void Save(string folder)
+    /// <summary>Writes the folder atomically with a manifest of its files (<see cref="ModelFolderWriter"/>): a reader
+    /// sees the previous model or this one, never a mix.</summary>
+    public void Save(string folder) => ModelFolderWriter.Write(folder, WriteFiles);
+
+    void WriteFiles(string folder)
     {
-        Directory.CreateDirectory(folder);
         string lmFolder = Path.Combine(folder, LmFolder), visionFolder = Path.Combine(folder, VisionFolder);
         Directory.CreateDirectory(lmFolder);
         Directory.CreateDirectory(visionFolder);
@@ -71,6 +76,7 @@ public sealed partial class VisualChatModel
     /// <summary>Loads a folder written by <see cref="Save"/> (strict), onto <paramref name="device"/> (CPU by default).</summary>
     public static VisualChatModel Load(string folder, Device? device = null)
     {
+        ModelFolderWriter.VerifyOrThrow(folder);
         string configPath = Path.Combine(folder, VisualChatConfig.FileName);
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath} is missing; a VisualChat model folder starts with {VisualChatConfig.FileName}.", configPath);
         var config = VisualChatConfig.Load(configPath);
