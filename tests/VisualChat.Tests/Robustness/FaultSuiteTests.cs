@@ -10,6 +10,7 @@ using VisualChat.Model;
 using VisualChat.Training;
 using VisualChat.Weights;
 using static TorchSharp.torch;
+using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Robustness;
 
@@ -255,7 +256,6 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
         Assert.Contains("training would stop", child.Out);
     }
 
-#if !BEFORE_FIX   // uses the reader's new skip list
     [Fact]
     public void Case1_LlamaLmText_BadJsonLineIsSkippedAndCounted()
     {
@@ -270,7 +270,6 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
         Assert.Single(skipped);
         Assert.Contains($"{path}:2", skipped[0]);
     }
-#endif
 
     // ---------- 2. SIGTERM and SIGHUP ----------
 
@@ -520,7 +519,6 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
         Assert.Contains("Int32", error.Message);
     }
 
-#if !BEFORE_FIX   // uses the new warning hook
     [Fact]
     public void Case6_NonFiniteWeights_Warn()
     {
@@ -543,7 +541,6 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
         finally { StateDict.Warn = previous; }
         Assert.Contains(warnings, w => w.Contains("NaN") && w.Contains("nan.safetensors"));
     }
-#endif
 
     [Fact]
     public void Case6_ImageStdOfZero_IsRefusedNamingTheKey()
