@@ -18,6 +18,8 @@ public sealed class AttentionContext
     public long KeyLength => PastLength + QueryLength;
     /// <summary>Per-token modality over cached + new positions, [B, Lk] (e.g. 0 text, 1 image); null for text-only.</summary>
     public Tensor? TokenModality { get; init; }
+    /// <summary>The dtype queries, keys and values are computed in (the model's); kernels build their float multipliers in it.</summary>
+    public ScalarType ComputeType { get; init; } = ScalarType.Float32;
     /// <summary>Room for data a future kernel needs and the model does not know about.</summary>
     public object? Extension { get; init; }
 

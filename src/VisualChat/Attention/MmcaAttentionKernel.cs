@@ -23,9 +23,10 @@ public sealed class MmcaAttentionKernel : IAttentionKernel, IDisposable
         context.UseCausalFastPath = false;
         using var scope = NewDisposeScope();
         var modality = context.TokenModality ?? TextModality(context);
-        if (context.TokenModality is null && context.KeyPaddingMask is { } padding)
+        // A position is padding when either the key-padding mask or the modality map says so.
+        if (context.KeyPaddingMask is { } padding)
             modality = modality.masked_fill(padding.to(ScalarType.Bool).logical_not(), TokenModalityScalars.Padding);
-        plan = new MmcaPlan(modality, context.QueryLength);
+        plan = new MmcaPlan(modality, context.QueryLength, context.ComputeType);
     }
 
     static Tensor TextModality(AttentionContext context) =>

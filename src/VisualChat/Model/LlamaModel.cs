@@ -82,6 +82,7 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
     {
         var attention = new AttentionContext {
             QueryPositions = positions, KeyPaddingMask = keyPadding, PastLength = past, QueryLength = hidden.shape[1], TokenModality = modality,
+            ComputeType = hidden.dtype,
         };
         AttentionKernel.Prepare(attention);
         var (cos, sin) = rotary_emb.forward(hidden, positions);
