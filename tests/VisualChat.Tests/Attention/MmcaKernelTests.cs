@@ -23,7 +23,7 @@ public class MmcaKernelTests
         using var full = new LlamaForCausalLM(config, seed: 21);
         using var half = new LlamaForCausalLM(config, seed: 21);
         half.to(dtype);
-        full.AttentionKernel = half.AttentionKernel = new MmcaAttentionKernel();
+        full.AttentionKernel = half.AttentionKernel = MmcaAttentionKernel.Instance;
         var modality = tensor(new[] { T, I, I, T, T, I, T, T, P, T, I, I, I, T, T, T }, new long[] { 2, 8 });
         var mask = modality.ne(P).to(ScalarType.Int64);
         using var generator = new Generator(22);
@@ -68,13 +68,11 @@ public class MmcaKernelTests
         var q = randn(new long[] { 2, 4, 8, 8 }, generator: generator);
         var k = randn(new long[] { 2, 4, 8, 8 }, generator: generator);
         var v = randn(new long[] { 2, 4, 8, 8 }, generator: generator);
-        var context = new AttentionContext {
+        using var context = new AttentionContext {
             QueryPositions = arange(8).unsqueeze(0).expand(2, 8), KeyPaddingMask = padding, PastLength = 0, QueryLength = 8, TokenModality = modality,
         };
-        var kernel = new MmcaAttentionKernel();
-        kernel.Prepare(context);
-        var output = kernel.Attend(q, k, v, context);
-        kernel.EndForward();
+        MmcaAttentionKernel.Instance.Prepare(context);
+        var output = MmcaAttentionKernel.Instance.Attend(q, k, v, 0, context);
 
         var expected = DenseMultiModalCausalAttention.Attend(q, k, v, modality.masked_fill(padding.logical_not(), (long)TokenModality.Padding));
         Assert.True((expected - output).abs().max().item<float>() < 1e-5f, "mmca with a key-padding mask differs from the dense reference");

@@ -29,13 +29,12 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
     public readonly LlamaForCausalLM lm;
     public readonly ModuleList<GatedCrossAttention>? cross_attn;
 
-    readonly IAttentionKernel kernel;
-
     public VisualChatConfig Config { get; }
     public LlamaConfig LmConfig => lm.Config;
     public IVisionEncoder VisionEncoder => (IVisionEncoder)vision;
     public IProjection Projection => (IProjection)projection;
-    public IAttentionKernel AttentionKernel => kernel;
+    /// <summary>The language model's attention kernel (chosen by the config's attention mode).</summary>
+    public IAttentionKernel AttentionKernel => lm.AttentionKernel;
     /// <summary>Optional: encoder outputs are reused for images seen before (a frozen encoder only).</summary>
     public VisionFeatureCache? FeatureCache { get; set; }
     /// <summary>Images that went through the vision encoder so far (cache hits excluded).</summary>
@@ -76,9 +75,8 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
             cross_attn = new ModuleList<GatedCrossAttention>(Enumerable.Range(0, lm.Config.NumHiddenLayers)
                 .Select(_ => new GatedCrossAttention(lm.Config.HiddenSize, lm.Config.NumAttentionHeads, lm.Config.HeadDim)).ToArray());
             register_module(nameof(cross_attn), cross_attn);
-            kernel = new CausalCrossAttentionKernel(cross_attn);
-        } else kernel = config.AttentionMode == AttentionMode.Mmca ? new MmcaAttentionKernel() : CausalAttentionKernel.Instance;
-        lm.AttentionKernel = kernel;
+        }
+        lm.AttentionKernel = AttentionKernelFactory.Create(config.AttentionMode, cross_attn);
         ApplyDefaultTrainability();
     }
 
@@ -179,23 +177,21 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
 
     private static readonly Scalar IgnoreLabelScalar = ConversationTemplate.IgnoreLabel.ToScalar();
 
-    /// <summary>Runs the decoder on embeddings [B, L, D] and applies the head → logits [B, L (or 1), lm_vocab_size]; frees the
-    /// attention kernel's per-forward state. <paramref name="modality"/> [B, L] must be given (the cache records it).</summary>
-    public Tensor RunLanguageModel(Tensor inputsEmbeds, Tensor? attentionMask, Tensor modality, CrossAttentionMemory? memory, KVCache? cache, bool lastTokenOnly)
+    /// <summary>Runs the decoder on embeddings [B, L, D] and applies the head → logits [B, L (or 1), lm_vocab_size].
+    /// <paramref name="modality"/> [B, L] must be given (the cache records it); <paramref name="memory"/> is the
+    /// <c>causal+cross</c> image memory (ignored by the other modes). The kernel's per-forward state ends with the call.</summary>
+    public Tensor RunLanguageModel(Tensor inputsEmbeds, Tensor? attentionMask, Tensor modality, CrossAttentionMemory? memory, KVCache? cache, bool lastTokenOnly) =>
+        RunLanguageModel(new CausalLMInput(InputsEmbeds: inputsEmbeds, AttentionMask: attentionMask, Cache: cache, TokenModality: modality,
+            LastTokenLogitsOnly: lastTokenOnly, AttentionExtension: memory));
+
+    /// <summary>Runs the decoder on <paramref name="input"/> (embeddings, not ids: added rows are the model's) and applies
+    /// the head over the LM's own vocabulary → logits [B, L (or 1 with LastTokenLogitsOnly), lm_vocab_size].</summary>
+    public Tensor RunLanguageModel(CausalLMInput input)
     {
         using var scope = NewDisposeScope();
-        if (kernel is CausalCrossAttentionKernel cross) cross.Memory = memory;
-        try {
-            var decoded = lm.model.forward(new CausalLMInput(InputsEmbeds: inputsEmbeds, AttentionMask: attentionMask, Cache: cache, TokenModality: modality));
-            var hidden = decoded.LastHiddenState;
-            if (lastTokenOnly) hidden = hidden.narrow(1, hidden.shape[1] - 1, 1);
-            return nn.functional.linear(hidden, HeadWeight).MoveToOuterDisposeScope();
-        } finally {
-            switch (kernel) {
-                case MmcaAttentionKernel mmca: mmca.EndForward(); break;
-                case CausalCrossAttentionKernel crossKernel: crossKernel.EndForward(); crossKernel.Memory = null; break;
-            }
-        }
+        var hidden = lm.model.forward(input).LastHiddenState;
+        if (input.LastTokenLogitsOnly) hidden = hidden.narrow(1, hidden.shape[1] - 1, 1);
+        return nn.functional.linear(hidden, HeadWeight).MoveToOuterDisposeScope();
     }
 
     /// <summary>
