@@ -46,11 +46,16 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
     public int OutputVocabSize => Config.LmVocabSize;
     public int EmbeddingRows => (int)lm.model.embed_tokens.weight!.shape[0];
 
-    /// <summary>Builds a randomly initialised model from configs (the vision config comes from <paramref name="config"/>).</summary>
+    /// <summary>Builds a randomly initialised model from configs (the vision config comes from <paramref name="config"/>).
+    /// Every part draws from its own generator seeded from <paramref name="seed"/>, never from libtorch's global one,
+    /// so the same seed gives the same weights whatever other threads do.</summary>
     public VisualChatModel(VisualChatConfig config, LlamaConfig lmConfig, long? seed = null)
         : this(config, new LlamaForCausalLM(lmConfig, seed), CreateEncoder(config, seed), seed)
     {
     }
+
+    // Generator streams of the parts a VisualChatModel initialises itself (the LM uses stream 0 of the same seed).
+    const int VisionStream = 1, ProjectionStream = 2;
 
     /// <summary>Assembles a model around an existing (e.g. pretrained) LM with lm_vocab_size rows and a vision encoder.</summary>
     public VisualChatModel(VisualChatConfig config, LlamaForCausalLM lm, IVisionEncoder encoder, long? seed = null) : base(nameof(VisualChatModel))
@@ -62,9 +67,9 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
             throw new ArgumentException($"The vision encoder {encoder.GetType().Name} must be a TorchSharp module.", nameof(encoder));
         this.lm = lm;
         vision = encoderModule;
-        if (seed is { } s) random.manual_seed(s);
+        using var generator = GeneratorInit.Create(seed, ProjectionStream);
         var created = ProjectionFactory.Create(config.ProjectionKind, encoder.OutputWidth, lm.Config.HiddenSize,
-            new ProjectionOptions(config.ClipVision, config.PerceiverGridSize, config.PerceiverHeads));
+            new ProjectionOptions(config.ClipVision, config.PerceiverGridSize, config.PerceiverHeads), generator);
         projection = (nn.Module<Tensor, Tensor>)created;
         GrowEmbeddings(config.ImageTokenId + 1);
 
@@ -73,28 +78,18 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
         register_module(nameof(lm), lm);
         if (config.AttentionMode == AttentionMode.CausalCross) {
             cross_attn = new ModuleList<GatedCrossAttention>(Enumerable.Range(0, lm.Config.NumHiddenLayers)
-                .Select(_ => new GatedCrossAttention(lm.Config.HiddenSize, lm.Config.NumAttentionHeads, lm.Config.HeadDim)).ToArray());
+                .Select(_ => new GatedCrossAttention(lm.Config.HiddenSize, lm.Config.NumAttentionHeads, lm.Config.HeadDim, generator)).ToArray());
             register_module(nameof(cross_attn), cross_attn);
         }
         lm.AttentionKernel = AttentionKernelFactory.Create(config.AttentionMode, cross_attn);
         ApplyDefaultTrainability();
     }
 
-    static IVisionEncoder CreateEncoder(VisualChatConfig config, long? seed = null)
+    static IVisionEncoder CreateEncoder(VisualChatConfig config, long? seed)
     {
-        // The encoders draw their initial weights from the global generator.
-        if (seed is { } s) random.manual_seed(s);
-        return CreateEncoderFromConfig(config);
+        using var generator = GeneratorInit.Create(seed, VisionStream);
+        return VisionEncoderFactory.Create(config, generator);
     }
-
-    static IVisionEncoder CreateEncoderFromConfig(VisualChatConfig config) => config.VisionEncoder switch
-    {
-        "qwen" => new QwenVisionTransformer(config.QwenVision
-            ?? throw new ArgumentException($"{VisualChatConfig.FileName}: vision_encoder is \"qwen\" but no Qwen vision config (vision/config.json) was given.", nameof(config))),
-        _ => new ClipVisionModel(config.ClipVision
-            ?? throw new ArgumentException($"{VisualChatConfig.FileName}: vision_encoder is \"clip\" but no CLIP vision config (vision/config.json) was given.", nameof(config)),
-            config.VisionFeatureSelect, config.DropClsToken),
-    };
 
     void GrowEmbeddings(int rows)
     {

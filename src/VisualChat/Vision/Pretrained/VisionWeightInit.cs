@@ -18,8 +18,14 @@ public static class VisionWeightInit
     /// <summary>Fills every parameter of <paramref name="module"/> by the rule above.</summary>
     public static void Initialize(nn.Module module, int seed)
     {
-        var stateDict = module.state_dict();
         using var generator = new Generator((ulong)seed);
+        Initialize(module, generator);
+    }
+
+    /// <summary>Fills every parameter of <paramref name="module"/> by the rule above, drawing from <paramref name="generator"/>.</summary>
+    public static void Initialize(nn.Module module, Generator generator)
+    {
+        var stateDict = module.state_dict();
         using var noGrad = no_grad();
         foreach (var name in stateDict.Keys.OrderBy(k => k, StringComparer.Ordinal))
         {
