@@ -61,8 +61,8 @@ public sealed class QwenVisionTransformer : nn.Module<Tensor, Tensor>, IVisionEn
     public string Kind => KindName;
     object IVisionEncoder.Config => Config;
     public void SaveConfig(string path) => Config.Save(path);
-    /// <summary>Qwen-VL's 448 px preprocessing.</summary>
-    public ImageProcessorConfig DefaultImageProcessor => ImageProcessorConfig.QwenVL448;
+    /// <summary>Qwen-VL's 448 px preprocessing, or the same recipe at the encoder's size.</summary>
+    public ImageProcessorConfig DefaultImageProcessor => VisionEncoderFolder.ProcessorFor(Config.ImageSize);
 
     public static VisionOutputDescription DescribeOutput(QwenVisionConfig config)
     {
