@@ -5,6 +5,8 @@ using static TorchSharp.torch;
 namespace VisualChat.Tests.Multimodal;
 
 /// <summary>Model construction draws from its own generator: the same seed gives the same weights whatever other threads do to libtorch's global generator.</summary>
+/// <remarks>Runs alone: its hammering thread would disturb other tests that seed the global generator.</remarks>
+[Collection(GlobalGeneratorCollection.Name)]
 public class SeededConstructionTests
 {
     static Dictionary<string, Tensor> Weights(nn.Module model) =>
@@ -47,4 +49,10 @@ public class SeededConstructionTests
             await hammer;
         }
     }
+}
+
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class GlobalGeneratorCollection
+{
+    public const string Name = "global generator";
 }
