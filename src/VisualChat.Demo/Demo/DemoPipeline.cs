@@ -73,7 +73,7 @@ public static class DemoPipeline
             return (tokenizer, chat, eval);
         });
 
-        using var kernel = new MmcaAttentionKernel();
+        var kernel = MmcaAttentionKernel.Instance;
         var untrainedVision = VisionPretraining.Create(recipe);
         var untrainedLm = LanguagePretraining.Create(recipe, tokenizer.VocabSize);
         var cache = cacheFolder is null ? null : new DemoStageCache(cacheFolder);

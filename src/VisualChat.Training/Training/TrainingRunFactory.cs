@@ -141,12 +141,10 @@ public static class TrainingRunFactory
         {
             AttentionModeName = section.AttentionMode,
             Projection = section.Projection,
-            VisionEncoder = vision.Encoder is Vision.QwenVisionTransformer ? "qwen" : "clip",
-            ClipVision = (vision.Encoder as Vision.ClipVisionModel)?.Config,
-            QwenVision = (vision.Encoder as Vision.QwenVisionTransformer)?.Config,
             LmVocabSize = lm.Config.VocabSize,
             ImageTokenId = imageTokenId,
         };
+        config.UseVisionEncoder(vision.Encoder);
         return new VisualChatModel(config, lm, vision.Encoder, seed) { Tokenizer = tokenizer, ImageProcessor = vision.Processor };
     }
 

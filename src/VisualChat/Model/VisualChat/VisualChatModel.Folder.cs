@@ -59,11 +59,7 @@ public sealed partial class VisualChatModel
         }
         Tokenizer?.Save(lmFolder);
 
-        switch (vision) {
-            case ClipVisionModel clip: clip.Config.Save(Path.Combine(visionFolder, "config.json")); break;
-            case QwenVisionTransformer qwen: qwen.Config.Save(Path.Combine(visionFolder, "config.json")); break;
-            default: throw new InvalidOperationException($"Cannot save a vision encoder of type {vision.GetType().Name}.");
-        }
+        VisionEncoder.SaveConfig(Path.Combine(visionFolder, "config.json"));
         StateDict.Save(vision, Path.Combine(visionFolder, "model.safetensors"));
         var processor = ImageProcessor ?? VisionEncoder.DefaultImageProcessor;
         File.WriteAllText(Path.Combine(visionFolder, PreprocessorFile), JsonSerializer.Serialize(processor, IndentedJson));
@@ -71,7 +67,6 @@ public sealed partial class VisualChatModel
         StateDict.Save(projection, Path.Combine(folder, ProjectionFile));
         if (cross_attn is not null) StateDict.Save(cross_attn, Path.Combine(folder, CrossAttentionFile));
     }
-
 
     /// <summary>Loads a folder written by <see cref="Save"/> (strict), onto <paramref name="device"/> (CPU by default).</summary>
     public static VisualChatModel Load(string folder, Device? device = null)
@@ -86,13 +81,9 @@ public sealed partial class VisualChatModel
         // The LM and the encoder load as the standalone HF folders they are: no random init, strict, fp32 on CPU.
         var lm = LlamaForCausalLM.FromPretrained(lmFolder);
         var vision = VisionEncoderFolder.Load(visionFolder, clipFeatureSelect: config.VisionFeatureSelect, clipDropClsToken: config.DropClsToken);
-        switch (vision.Encoder)
-        {
-            case QwenVisionTransformer qwen when config.VisionEncoder == "qwen": config.QwenVision = qwen.Config; break;
-            case ClipVisionModel clip when config.VisionEncoder != "qwen": config.ClipVision = clip.Config; break;
-            default:
-                throw new InvalidDataException($"{configPath} says vision_encoder \"{config.VisionEncoder}\" but {visionFolder} holds a {vision.Encoder.GetType().Name}.");
-        }
+        if (vision.Encoder.Kind != config.VisionEncoder)
+            throw new InvalidDataException($"{configPath} says vision_encoder \"{config.VisionEncoder}\" but {visionFolder} holds a \"{vision.Encoder.Kind}\" encoder ({vision.Encoder.GetType().Name}).");
+        config.UseVisionEncoder(vision.Encoder);
         var model = new VisualChatModel(config, lm, vision.Encoder) { ImageProcessor = vision.Processor };
         LoadStrict(model.projection, Path.Combine(folder, ProjectionFile));
         if (model.cross_attn is not null) LoadStrict(model.cross_attn, Path.Combine(folder, CrossAttentionFile));
