@@ -16,7 +16,7 @@ public class AblationTests
         {
             var log = new StringWriter();
             var settings = AblationSettings.Quick();
-            var result = AttentionAblation.Run(settings, log);
+            var result = AttentionAblation.Run(settings, log, Path.Combine(folder, "work"));
             var files = AblationReport.Write(result, folder);
 
             Assert.Equal(3, result.Runs.Count);
