@@ -53,7 +53,9 @@ public sealed record DemoRecipe
     /// data pipeline for the trainer's eval loss).</summary>
     public int ChatConversations { get; init; } = 3000;
     public double ChatEvalFraction { get; init; } = 0.04;
-    public int ChatSteps { get; init; } = 1200;
+    /// <summary>1,500: on the product path, seed 1234, 1,200 steps gave 89.97 % and 1,500 gave 90.2 % (the eval loss was
+    /// still falling at 1,200).</summary>
+    public int ChatSteps { get; init; } = 1500;
     public int ChatBatch { get; init; } = 32;
     public double ChatLearningRate { get; init; } = 2e-3;
     /// <summary>Adam betas of the DSVC stage. The paper uses (0, 0.95); with β1 = 0 this tiny run reached 80 % instead of
