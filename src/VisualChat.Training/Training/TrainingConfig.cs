@@ -94,6 +94,12 @@ public sealed class TrainingConfig
     /// <summary>Recompute each LLaMA decoder layer in backward instead of keeping its activations (less memory, ~1/3 more compute).</summary>
     [JsonPropertyName("gradient_checkpointing")] public bool GradientCheckpointing { get; set; }
 
+    /// <summary>visualchat: MiB of encoder outputs kept in memory, keyed by image content, so a frozen encoder runs once
+    /// per distinct image instead of once per epoch (0 = off; ignored when LoRA or unfreeze trains the encoder). Worth it
+    /// when the encoder's cost matters and its features of all training images fit in the budget (least recently used
+    /// ones are evicted beyond it).</summary>
+    [JsonPropertyName("vision_feature_cache_mb")] public int VisionFeatureCacheMb { get; set; }
+
     public static readonly string[] Schedules = ["linear", "cosine", "constant", "constant_with_warmup"];
     public static readonly string[] Precisions = ["auto", "fp32", "bf16", "fp16"];
 
@@ -183,6 +189,7 @@ public sealed class TrainingConfig
         Require(EvalEverySteps >= 0, "eval_every_steps", EvalEverySteps, "must be >= 0 (0 = only per epoch)");
         Require(SaveEveryEpochs >= 0, "save_every_epochs", SaveEveryEpochs, "must be >= 0 (0 = only final)");
         Require(SaveEverySteps >= 0, "save_every_steps", SaveEverySteps, "must be >= 0");
+        Require(VisionFeatureCacheMb >= 0, "vision_feature_cache_mb", VisionFeatureCacheMb, "must be >= 0 (0 = no feature cache)");
         Require(LogEverySteps >= 1, "log_every_steps", LogEverySteps, "must be >= 1");
         Require(OnNan is "stop" or "skip", "on_nan", OnNan, "stop or skip");
         Require(MaxNanSkipFraction >= 0 && MaxNanSkipFraction <= 1, "max_nan_skip_fraction", MaxNanSkipFraction, "must be in [0, 1]");

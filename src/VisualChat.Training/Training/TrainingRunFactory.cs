@@ -9,13 +9,13 @@ using VisualChat.Conversations;
 namespace VisualChat.Training;
 
 /// <summary>A ready-to-run trainer plus what it owns.</summary>
-public sealed class TrainingRun(ITrainer trainer, TorchSharp.torch.nn.Module owned) : IDisposable
+public sealed class TrainingRun(ITrainer trainer, TorchSharp.torch.nn.Module owned, IDisposable? alsoOwned = null) : IDisposable
 {
     public ITrainer Trainer { get; } = trainer;
     /// <summary>Parameters of the model being trained (all of them, frozen included).</summary>
     public long ModelParameters { get; } = owned.parameters().Sum(p => p.numel());
     public TrainingSummary Run(CancellationToken cancellationToken = default) => Trainer.Run(cancellationToken);
-    public void Dispose() { Trainer.Dispose(); owned.Dispose(); }
+    public void Dispose() { Trainer.Dispose(); owned.Dispose(); alsoOwned?.Dispose(); }
 }
 
 /// <summary>
@@ -185,6 +185,8 @@ public static class TrainingRunFactory
             model.VisionEncoder.Unfreeze();
             log?.Invoke("the vision encoder runs with gradients (LoRA or unfreeze selects some of its tensors)");
         }
+        else if (config.VisionFeatureCacheMb > 0)
+            model.FeatureCache = new Vision.VisionFeatureCache((long)config.VisionFeatureCacheMb << 20);
         var manifest = new JsonObject {
             ["model"] = new JsonObject {
                 ["kind"] = config.Model.Kind, ["path"] = Full(config.Model.Path), ["lm"] = Full(config.Model.Lm), ["vision"] = Full(config.Model.Vision),
@@ -193,7 +195,7 @@ public static class TrainingRunFactory
             ["data"] = new JsonObject { ["data_config"] = Full(config.DataConfig), ["train_samples"] = train.Count, ["eval_samples"] = eval.Count },
         };
         var trainer = new Trainer<VisualChatTrainingBatch>(trainable, data, config, manifest) { Log = log };
-        return new TrainingRun(trainer, model);
+        return new TrainingRun(trainer, model, model.FeatureCache);
     }
 
     static string? Full(string? path) => path is null ? null : Path.GetFullPath(path);
