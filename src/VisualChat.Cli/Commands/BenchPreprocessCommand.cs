@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using VisualChat.Vision;
+using VisualChat.Vision.Imaging;
 
 namespace VisualChat.Cli.Commands;
 

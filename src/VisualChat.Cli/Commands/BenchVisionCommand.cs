@@ -1,6 +1,7 @@
 using System.CommandLine;
 using VisualChat.Benchmarks;
 using VisualChat.Vision;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Cli.Commands;
 

@@ -2,6 +2,7 @@ using System.CommandLine;
 using VisualChat.Inference;
 using VisualChat.Inference.Chat;
 using VisualChat.Model;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Cli.Commands;
 

@@ -116,8 +116,8 @@ public static class DataInspectCommand
             {
                 foreach (var image in conversation.Images)
                 {
-                    try { VisualChat.Vision.ImageLoader.Load(ImageRefs.ReadBytes(image), image.Describe()); }
-                    catch (Exception e) when (e is VisualChat.Vision.ImageDecodeException or IOException or InvalidDataException or KeyNotFoundException)
+                    try { VisualChat.Vision.Imaging.ImageLoader.Load(ImageRefs.ReadBytes(image), image.Describe()); }
+                    catch (Exception e) when (e is VisualChat.Vision.Imaging.ImageDecodeException or IOException or InvalidDataException or KeyNotFoundException)
                     {
                         failures.Add($"{string.Join("+", conversation.SourceIds)}: {e.Message}");
                         return;

@@ -3,6 +3,7 @@ using System.Globalization;
 using VisualChat.Inference;
 using VisualChat.Inference.Evaluation;
 using VisualChat.Model;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Cli.Commands;
 
@@ -55,7 +56,7 @@ public static class EvalCommand
                     $"{summary.ConversationsDone} conversations done, {summary.ConversationsSkipped} skipped, {summary.Rounds} rounds, {summary.GeneratedTokens} tokens in {summary.WallTime.TotalSeconds:0.00} s ({summary.TokensPerSecond:0.0} tokens/s) → {outPath}"));
                 return 0;
             } catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or InvalidOperationException
-                                           or ArgumentException or System.Text.Json.JsonException or Vision.ImageDecodeException) {
+                                           or ArgumentException or System.Text.Json.JsonException or Vision.Imaging.ImageDecodeException) {
                 error.WriteLine($"vchat eval: {e.Message}");
                 return 1;
             }

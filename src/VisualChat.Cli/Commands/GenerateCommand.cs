@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using VisualChat.Inference;
 using VisualChat.Model;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Cli.Commands;
 

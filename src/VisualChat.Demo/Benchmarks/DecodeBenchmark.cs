@@ -3,6 +3,7 @@ using TorchSharp;
 using VisualChat.Inference;
 using VisualChat.Model;
 using static TorchSharp.torch;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Benchmarks;
 

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using VisualChat.Vision;
 using static TorchSharp.torch;
+using VisualChat.Vision.Imaging;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Benchmarks;
 

@@ -5,6 +5,8 @@ using VisualChat.Text;
 using VisualChat.Vision;
 using static TorchSharp.torch;
 using VisualChat.Conversations;
+using VisualChat.Vision.Imaging;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Demo;
 

@@ -7,6 +7,7 @@ using VisualChat.Text;
 using VisualChat.Vision;
 using static TorchSharp.torch;
 using VisualChat.Conversations;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Demo;
 

@@ -1,3 +1,4 @@
+using VisualChat.Vision.Imaging;
 namespace VisualChat.Demo;
 
 /// <summary>

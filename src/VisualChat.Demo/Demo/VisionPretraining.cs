@@ -2,6 +2,8 @@ using TorchSharp;
 using VisualChat.Data.Synthetic;
 using VisualChat.Vision;
 using static TorchSharp.torch;
+using VisualChat.Vision.Imaging;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Demo;
 

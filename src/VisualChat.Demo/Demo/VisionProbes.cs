@@ -2,6 +2,7 @@ using TorchSharp.Modules;
 using VisualChat.Data.Synthetic;
 using VisualChat.Vision;
 using static TorchSharp.torch;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Demo;
 

@@ -127,7 +127,7 @@ public sealed class Base64ImageMap : IDisposable
     }
 }
 
-/// <summary>Reads the encoded bytes behind any <see cref="ImageRef"/> (decoding is <c>VisualChat.Vision.ImageLoader</c>'s job).</summary>
+/// <summary>Reads the encoded bytes behind any <see cref="ImageRef"/> (decoding is <c>VisualChat.Vision.Imaging.ImageLoader</c>'s job).</summary>
 public static class ImageRefs
 {
     public static byte[] ReadBytes(ImageRef image) => image switch

@@ -222,7 +222,7 @@ public sealed class OcrVqaReader : DataSetReader
                     throw new RecordSkipException(SkipReason.MalformedRecord, $"{questions.GetArrayLength()} questions but {answers.GetArrayLength()} answers");
                 var extension = Path.GetExtension(new Uri(url, UriKind.RelativeOrAbsolute).IsAbsoluteUri ? new Uri(url).AbsolutePath : url);
                 var imagePath = context.Combine(ImageFolder, key + extension);
-                if (Vision.ImageHeader.TryReadFile(imagePath, out var size) && (size.Width <= 1 || size.Height <= 1))
+                if (Vision.Imaging.ImageHeader.TryReadFile(imagePath, out var size) && (size.Width <= 1 || size.Height <= 1))
                     throw new RecordSkipException(SkipReason.PlaceholderImage, $"image {imagePath} is a {size.Width}×{size.Height} placeholder");
                 var random = StableRandom.For(context.Seed, Name, key, "pair");
                 int pick = random.Next(questions.GetArrayLength());

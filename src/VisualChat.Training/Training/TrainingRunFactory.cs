@@ -131,7 +131,7 @@ public static class TrainingRunFactory
         }
         log?.Invoke($"assembling a VisualChat model from {section.Lm} + {section.Vision} ({section.AttentionMode}, {section.Projection} projection)");
         var (lm, tokenizer) = LanguageModelFolder.Load(section.Lm!);
-        var vision = Vision.VisionEncoderFolder.Load(section.Vision!);
+        var vision = Vision.Encoders.VisionEncoderFolder.Load(section.Vision!);
         int imageTokenId = tokenizer.TokenToId(ConversationTemplate.ImagePlaceholder) is { } existing && existing >= lm.Config.VocabSize
             ? existing
             : Math.Max(lm.Config.VocabSize, tokenizer.VocabSize);
@@ -164,7 +164,7 @@ public static class TrainingRunFactory
         var train = encoder.Prepare(mixed.Train, mixed.Report);
         var eval = encoder.Prepare(mixed.Eval, mixed.Report);
         log?.Invoke($"data: {train.Count} train / {eval.Count} eval samples from {dataConfig.DataSets.Count} data set(s); {mixed.Report.Skipped} records skipped");
-        var processor = new Vision.ClipImageProcessor(model.ImageProcessor ?? Vision.ImageProcessorConfig.Clip224);
+        var processor = new Vision.Imaging.ClipImageProcessor(model.ImageProcessor ?? Vision.Imaging.ImageProcessorConfig.Clip224);
         var data = new VisualChatTrainingData(train, eval, encoder, Collator.For(tokenizer), processor,
             config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, maxSkipFraction: dataConfig.MaxSkipFraction) { Log = log };
 
@@ -186,7 +186,7 @@ public static class TrainingRunFactory
             log?.Invoke("the vision encoder runs with gradients (LoRA or unfreeze selects some of its tensors)");
         }
         else if (config.VisionFeatureCacheMb > 0)
-            model.FeatureCache = new Vision.VisionFeatureCache((long)config.VisionFeatureCacheMb << 20);
+            model.FeatureCache = new Vision.Encoders.VisionFeatureCache((long)config.VisionFeatureCacheMb << 20);
         var manifest = new JsonObject {
             ["model"] = new JsonObject {
                 ["kind"] = config.Model.Kind, ["path"] = Full(config.Model.Path), ["lm"] = Full(config.Model.Lm), ["vision"] = Full(config.Model.Vision),

@@ -4,6 +4,7 @@ using VisualChat.Data;
 using VisualChat.Vision;
 using static TorchSharp.torch;
 using VisualChat.Conversations;
+using VisualChat.Vision.Imaging;
 
 namespace VisualChat.Training;
 

@@ -1,7 +1,7 @@
 namespace VisualChat.Conversations;
 
 /// <summary>Where an image comes from. Readers only reference images; bytes are loaded on demand by
-/// <see cref="Vision.ImageLoader"/>, so huge base64 maps are never decoded while reading.</summary>
+/// <see cref="Vision.Imaging.ImageLoader"/>, so huge base64 maps are never decoded while reading.</summary>
 public abstract record ImageRef
 {
     /// <summary>A human-readable location (file path, or map file + key) for prompts, reports and errors.</summary>

@@ -1,5 +1,6 @@
 using System.Text;
 using VisualChat.Text;
+using VisualChat.Vision.Imaging;
 
 namespace VisualChat.Conversations;
 

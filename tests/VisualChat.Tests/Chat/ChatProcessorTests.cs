@@ -5,6 +5,8 @@ using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
 using VisualChat.Conversations;
+using VisualChat.Vision.Imaging;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Chat;
 

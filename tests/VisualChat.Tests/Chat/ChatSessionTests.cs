@@ -1,5 +1,6 @@
 using VisualChat.Inference;
 using VisualChat.Inference.Chat;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Chat;
 

@@ -3,6 +3,7 @@ using System.Text.Json;
 using VisualChat.Cli.Commands;
 using VisualChat.Inference;
 using VisualChat.Inference.Evaluation;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Chat;
 

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.AI;
 using VisualChat.Inference;
 using VisualChat.Inference.Chat;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Chat;
 

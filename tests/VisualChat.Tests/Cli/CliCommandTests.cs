@@ -4,6 +4,7 @@ using VisualChat.Inference;
 using VisualChat.Model;
 using VisualChat.Model.Presets;
 using VisualChat.Tests.Model;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Cli;
 

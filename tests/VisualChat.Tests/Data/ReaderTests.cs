@@ -180,7 +180,7 @@ public class ReaderTests(DataRootClassFixture fixture) : IClassFixture<DataRootC
         Assert.Equal(2, opened.Count);
         Assert.Equal(png, opened.ReadBytes("x"));
         Assert.Equal(png, opened.ReadBytes("y"));
-        Assert.True(VisualChat.Vision.ImageHeader.TryRead(opened.ReadBytes("y"), out var header));
+        Assert.True(VisualChat.Vision.Imaging.ImageHeader.TryRead(opened.ReadBytes("y"), out var header));
         Assert.Equal((3, 1), (header.Width, header.Height));
         Assert.Contains("map.json", Assert.Throws<KeyNotFoundException>(() => opened.ReadBytes("z")).Message);
     }
@@ -189,9 +189,9 @@ public class ReaderTests(DataRootClassFixture fixture) : IClassFixture<DataRootC
     public void Image_header_reads_real_jpeg_and_png_sizes()
     {
         var jpeg = Path.Combine(SharedData.DsvcApp, "eval", "eval_data", "images", "singles", "extreme_ironing.jpg");
-        Assert.True(VisualChat.Vision.ImageHeader.TryReadFile(jpeg, out var size));
+        Assert.True(VisualChat.Vision.Imaging.ImageHeader.TryReadFile(jpeg, out var size));
         Assert.True(size.Width > 1 && size.Height > 1);
-        Assert.True(VisualChat.Vision.ImageHeader.TryReadFile(_dir.Combine("OCR_VQA/images/book1.jpg"), out var book));
+        Assert.True(VisualChat.Vision.Imaging.ImageHeader.TryReadFile(_dir.Combine("OCR_VQA/images/book1.jpg"), out var book));
         Assert.Equal((4, 6), (book.Width, book.Height));
     }
 }

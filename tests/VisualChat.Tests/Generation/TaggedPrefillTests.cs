@@ -3,6 +3,7 @@ using VisualChat.Inference;
 using VisualChat.Model;
 using VisualChat.Tests.Model;
 using static TorchSharp.torch;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Generation;
 

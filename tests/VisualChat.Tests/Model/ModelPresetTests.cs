@@ -6,6 +6,7 @@ using VisualChat.Model;
 using VisualChat.Model.Presets;
 using VisualChat.Weights;
 using static TorchSharp.torch;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Model;
 

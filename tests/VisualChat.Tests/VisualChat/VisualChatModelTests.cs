@@ -301,7 +301,7 @@ public class VisualChatModelTests
         var batch = new VisualChatBatch(Ids([1, 50, img, 51, img]), null, null, [2], Images(2));
         var uncached = model.forward(batch).Logits;
         Assert.Equal(2, model.EncodedImageCount);
-        using var cache = new global::VisualChat.Vision.VisionFeatureCache(1 << 20);
+        using var cache = new global::VisualChat.Vision.Encoders.VisionFeatureCache(1 << 20);
         model.FeatureCache = cache;
         Assert.True(model.forward(batch).Logits.allclose(uncached, 1e-6, 1e-6));
         Assert.Equal(4, model.EncodedImageCount);
@@ -424,11 +424,11 @@ public class VisualChatModelTests
     [Fact]
     public void EncoderParameterFormulasMatchBuiltEncoders()
     {
-        var qwenConfig = global::VisualChat.Vision.QwenVisionConfig.Tiny();
-        using var qwen = new global::VisualChat.Vision.QwenVisionTransformer(qwenConfig);
+        var qwenConfig = global::VisualChat.Vision.Encoders.QwenVisionConfig.Tiny();
+        using var qwen = new global::VisualChat.Vision.Encoders.QwenVisionTransformer(qwenConfig);
         Assert.Equal(qwen.parameters().Sum(p => p.numel()), VisualChatPresets.QwenParameters(qwenConfig));
-        var clipConfig = global::VisualChat.Vision.ClipVisionConfig.Tiny();
-        using var clip = new global::VisualChat.Vision.ClipVisionModel(clipConfig);
+        var clipConfig = global::VisualChat.Vision.Encoders.ClipVisionConfig.Tiny();
+        using var clip = new global::VisualChat.Vision.Encoders.ClipVisionModel(clipConfig);
         Assert.Equal(clip.parameters().Sum(p => p.numel()), VisualChatPresets.ClipParameters(clipConfig));
     }
 }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using VisualChat.Model;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Inference.Chat;
 
@@ -44,7 +45,7 @@ public sealed class ChatLoop(ChatSession session, TextReader input, TextWriter o
             } catch (ContextFullException e) {
                 error.WriteLine($"error: {e.Message} Type /reset to start a new conversation.");
             } catch (Exception e) when (e is IOException or InvalidDataException or ArgumentException or InvalidOperationException
-                                           or UnauthorizedAccessException or UriFormatException or Vision.ImageDecodeException or NotSupportedException) {
+                                           or UnauthorizedAccessException or UriFormatException or Vision.Imaging.ImageDecodeException or NotSupportedException) {
                 error.WriteLine($"error: {e.Message}");
             }
             output.Flush();
@@ -93,10 +94,10 @@ public sealed class ChatLoop(ChatSession session, TextReader input, TextWriter o
     /// <summary>Attaches every image or none: a bad one is reported and the others are not attached either.</summary>
     bool Attach(IReadOnlyList<string> sources)
     {
-        var loaded = new List<(string, Vision.RgbImage)>();
+        var loaded = new List<(string, Vision.Imaging.RgbImage)>();
         foreach (var source in sources) {
             try { loaded.Add((source, ChatSession.LoadImage(source))); }
-            catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or UriFormatException or Vision.ImageDecodeException) {
+            catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException or UriFormatException or Vision.Imaging.ImageDecodeException) {
                 error.WriteLine($"error: image '{source}' not attached: {e.Message}");
                 return false;
             }

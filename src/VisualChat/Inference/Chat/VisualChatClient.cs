@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Microsoft.Extensions.AI;
 using VisualChat.Model;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Inference.Chat;
 

@@ -5,6 +5,7 @@ using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
 using VisualChat.Conversations;
+using VisualChat.Vision.Imaging;
 
 namespace VisualChat.Inference.Evaluation;
 

@@ -1,5 +1,6 @@
 using VisualChat.Vision;
 using static TorchSharp.torch;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Model.Presets;
 

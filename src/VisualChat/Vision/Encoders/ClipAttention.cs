@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>HF <c>CLIPAttention</c>: separate q/k/v/out projections with biases, bidirectional softmax attention.</summary>
 public sealed class ClipAttention : nn.Module<Tensor, Tensor>

@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>HF <c>CLIPEncoder</c>: the stack <c>layers.{i}</c>.</summary>
 public sealed class ClipEncoder : nn.Module<Tensor, Tensor>

@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>HF <c>CLIPEncoderLayer</c>: pre-norm residual attention then pre-norm residual MLP.</summary>
 public sealed class ClipEncoderLayer : nn.Module<Tensor, Tensor>

@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>HF <c>CLIPMLP</c>: fc1 → activation (quick_gelu or gelu) → fc2.</summary>
 public sealed class ClipMlp : nn.Module<Tensor, Tensor>

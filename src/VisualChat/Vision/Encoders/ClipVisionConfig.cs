@@ -1,7 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using VisualChat.Vision.Imaging;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>
 /// Vision half of a Hugging Face CLIP config (<c>CLIPVisionConfig</c>). Reads either a <c>CLIPVisionModel</c>

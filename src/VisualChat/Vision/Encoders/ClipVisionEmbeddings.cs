@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>
 /// HF <c>CLIPVisionEmbeddings</c>: patchify with a bias-free Conv2d, prepend the learned class embedding, add learned

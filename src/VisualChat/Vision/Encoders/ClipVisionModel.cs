@@ -1,7 +1,8 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using VisualChat.Vision.Imaging;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>
 /// HF <c>CLIPVisionModel</c>; state_dict keys are exactly HF's (<c>vision_model.embeddings.class_embedding</c>,
@@ -40,7 +41,7 @@ public sealed class ClipVisionModel : nn.Module<Tensor, Tensor>, IVisionEncoder
     object IVisionEncoder.Config => Config;
     public void SaveConfig(string path) => Config.Save(path);
     /// <summary>CLIP's: shortest edge then centre crop to the encoder's size.</summary>
-    public ImageProcessorConfig DefaultImageProcessor => new() { Size = VisualChat.Vision.ImageSize.Shortest(Config.ImageSize), CropSize = VisualChat.Vision.ImageSize.Square(Config.ImageSize) };
+    public ImageProcessorConfig DefaultImageProcessor => new() { Size = VisualChat.Vision.Imaging.ImageSize.Shortest(Config.ImageSize), CropSize = VisualChat.Vision.Imaging.ImageSize.Square(Config.ImageSize) };
 
     public bool IsFrozen => FrozenModule.IsFrozen(this);
     public void Freeze() => FrozenModule.SetTrainable(this, false);

@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>HF <c>CLIPVisionTransformer</c>: embeddings → pre_layrnorm (sic) → encoder; post_layernorm only for the pooled CLS.</summary>
 public sealed class ClipVisionTransformer : nn.Module<Tensor, Tensor>

@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>Shared freeze/unfreeze plumbing for vision modules.</summary>
 internal static class FrozenModule

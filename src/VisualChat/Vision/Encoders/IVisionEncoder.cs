@@ -1,6 +1,7 @@
 using static TorchSharp.torch;
+using VisualChat.Vision.Imaging;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>
 /// A vision tower as the chat model sees it: preprocessed pixels in, a fixed number of feature tokens out.

@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>
 /// torch.nn.MultiheadAttention with PyTorch's parameter names (<c>in_proj_weight</c> [3E, E] = q;k;v row blocks,

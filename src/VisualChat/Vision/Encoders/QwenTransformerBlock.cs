@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>Qwen-VL's TransformerBlock: the stack <c>resblocks.{i}</c>.</summary>
 public sealed class QwenTransformerBlock : nn.Module<Tensor, Tensor>

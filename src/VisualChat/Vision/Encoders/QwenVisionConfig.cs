@@ -1,7 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using VisualChat.Vision.Imaging;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>
 /// Hyper-parameters of Qwen-VL's visual encoder as DeepSpeed-VisualChat builds it. DSVC ships a CLIP-bigG CLIPModel

@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>
 /// Qwen-VL's VisualAttention (self-attention only). Unlike nn.MultiheadAttention, <c>in_proj</c>'s 3E outputs are

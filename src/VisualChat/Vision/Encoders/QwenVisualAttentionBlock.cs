@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>Qwen-VL VisualAttentionBlock: x + attn(ln_1(x)), then + mlp(ln_2(x)).</summary>
 public sealed class QwenVisualAttentionBlock : nn.Module<Tensor, Tensor>

@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>Qwen-VL block MLP, an nn.Sequential of c_fc → GELU (exact) → c_proj; the GELU slot holds no weights.</summary>
 public sealed class QwenVisualMlp : nn.Module<Tensor, Tensor>

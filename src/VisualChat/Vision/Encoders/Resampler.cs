@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>
 /// Qwen-VL's Resampler (<c>attn_pool</c>): n_queries learned queries cross-attend once over the patch tokens.

@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>The two activations CLIP-family checkpoints use, by their HF names.</summary>
 public static class VisionActivations

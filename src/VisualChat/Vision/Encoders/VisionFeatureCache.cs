@@ -4,7 +4,7 @@ using System.Text;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>
 /// Remembers encoder outputs per image so an image shown again (a later chat round, a repeated sample) is not

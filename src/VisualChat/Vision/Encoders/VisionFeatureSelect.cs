@@ -1,4 +1,4 @@
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>Which CLIP output an encoder hands to the projection.</summary>
 public enum VisionFeatureSelect

@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>Fixed and resized absolute position tables used by Qwen-VL's encoder and DeepSpeed-VisualChat's perceiver.</summary>
 public static class VisionPositionalEmbeddings

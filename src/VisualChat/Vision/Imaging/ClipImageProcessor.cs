@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Imaging;
 
 /// <summary>How <see cref="ClipImageProcessor"/> resizes.</summary>
 public enum ResizeBackend

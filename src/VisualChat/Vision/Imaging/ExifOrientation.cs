@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Imaging;
 
 /// <summary>EXIF Orientation (tag 0x0112 of IFD0) parsing and the matching pixel transform, as PIL's <c>ImageOps.exif_transpose</c>.</summary>
 public static class ExifOrientation

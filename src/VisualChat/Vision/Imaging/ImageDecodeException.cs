@@ -1,4 +1,4 @@
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Imaging;
 
 /// <summary>An image could not be decoded: empty, truncated, not an image, or an unsupported format.</summary>
 public class ImageDecodeException : Exception

@@ -1,6 +1,6 @@
 using System.Buffers.Binary;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Imaging;
 
 public enum ImageFormat
 {
@@ -125,7 +125,7 @@ public readonly record struct ImageHeader(ImageFormat Format, int Width, int Hei
             }
             if (marker == 0xE1 && payloadStart + payloadLength <= data.Length)
             {
-                var exif = VisualChat.Vision.ExifOrientation.ReadFromApp1(data.Slice(payloadStart, payloadLength));
+                var exif = VisualChat.Vision.Imaging.ExifOrientation.ReadFromApp1(data.Slice(payloadStart, payloadLength));
                 if (exif is int value) orientation = value;
             }
             if (marker == 0xDA) return false; // scan data before any frame header

@@ -1,4 +1,4 @@
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Imaging;
 
 /// <summary>What to do with an alpha channel when turning an image into RGB.</summary>
 public enum AlphaMode

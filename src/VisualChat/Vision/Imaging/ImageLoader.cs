@@ -1,6 +1,6 @@
 using StbImageSharp;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Imaging;
 
 /// <summary>
 /// Decodes JPEG (baseline and progressive), PNG (palette, gray, gray+alpha, RGB(A), 16-bit), BMP and GIF (first frame)

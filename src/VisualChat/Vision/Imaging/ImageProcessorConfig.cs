@@ -1,7 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Imaging;
 
 /// <summary>
 /// A size entry of preprocessor_config.json: a bare int, {"shortest_edge": n} or {"height": h, "width": w}.

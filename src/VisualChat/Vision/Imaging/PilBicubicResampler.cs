@@ -1,4 +1,4 @@
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Imaging;
 
 /// <summary>
 /// Port of Pillow's separable convolution resampling (libImaging/Resample.c, <c>ImagingResample</c>) with the

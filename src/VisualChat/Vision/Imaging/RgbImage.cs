@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Imaging;
 
 /// <summary>An 8-bit RGB image, pixels interleaved row by row (HWC): <c>Rgb[(y * Width + x) * 3 + c]</c>.</summary>
 public sealed class RgbImage

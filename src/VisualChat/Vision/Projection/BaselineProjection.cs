@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Projection;
 
 /// <summary>
 /// DSVC "baseline": nn.Sequential(Linear(visionWidth, lmWidth), LayerNorm(lmWidth, eps 1e-12)), so its keys are

@@ -1,6 +1,7 @@
 using static TorchSharp.torch;
+using VisualChat.Vision.Encoders;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Projection;
 
 /// <summary>DeepSpeed-VisualChat's <c>--vis_proj</c> choices.</summary>
 public enum ProjectionKind

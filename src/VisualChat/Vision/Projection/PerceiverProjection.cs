@@ -1,8 +1,9 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using VisualChat.Vision.Encoders;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Projection;
 
 /// <summary>
 /// DSVC "perceiver" (VisProjection_perceiver): grid² learned queries (256 by default) cross-attend once over the

@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Projection;
 
 /// <summary>Builds the projection DSVC selects with <c>--vis_proj baseline|vit|perceiver</c>.</summary>
 public static class ProjectionFactory

@@ -1,8 +1,9 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
+using VisualChat.Vision.Encoders;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Projection;
 
 /// <summary>
 /// DSVC "vit" (VisProjection_vit): one more CLIP encoder layer over the encoder tokens (<c>vis_layer.*</c>, HF

@@ -1,4 +1,5 @@
 using VisualChat.Vision;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Tests.Vision.Encoders;
 

@@ -1,6 +1,7 @@
 using TorchSharp;
 using VisualChat.Vision;
 using static TorchSharp.torch;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Tests.Vision.Encoders;
 

@@ -1,6 +1,8 @@
 using TorchSharp;
 using VisualChat.Vision;
 using static TorchSharp.torch;
+using VisualChat.Vision.Imaging;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Tests.Vision.Encoders;
 

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using TorchSharp;
 using VisualChat.Vision;
 using static TorchSharp.torch;
+using VisualChat.Vision.Imaging;
 
 namespace VisualChat.Tests.Vision.Imaging;
 

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using VisualChat.Vision;
+using VisualChat.Vision.Imaging;
 
 namespace VisualChat.Tests.Vision.Imaging;
 

@@ -4,6 +4,8 @@ using VisualChat.Vision;
 using VisualChat.Weights;
 using TorchSharp;
 using static TorchSharp.torch;
+using VisualChat.Vision.Imaging;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Tests.Vision.Pretrained;
 

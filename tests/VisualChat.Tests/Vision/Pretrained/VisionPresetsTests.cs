@@ -3,6 +3,9 @@ using VisualChat.Tests.Vision.Encoders;
 using VisualChat.Vision;
 using TorchSharp;
 using static TorchSharp.torch;
+using VisualChat.Vision.Projection;
+using VisualChat.Vision.Imaging;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Tests.Vision.Pretrained;
 

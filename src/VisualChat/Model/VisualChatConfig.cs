@@ -3,6 +3,8 @@ using System.Text.Json.Serialization;
 using VisualChat.Text;
 using VisualChat.Vision;
 using VisualChat.Conversations;
+using VisualChat.Vision.Projection;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Model;
 

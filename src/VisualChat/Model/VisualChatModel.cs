@@ -5,6 +5,8 @@ using VisualChat.Text;
 using VisualChat.Vision;
 using static TorchSharp.torch;
 using VisualChat.Conversations;
+using VisualChat.Vision.Projection;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Model;
 

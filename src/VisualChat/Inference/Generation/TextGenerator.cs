@@ -4,7 +4,7 @@ using VisualChat.Model;
 using VisualChat.Text;
 using static TorchSharp.torch;
 
-namespace VisualChat.Inference;
+namespace VisualChat.Inference.Generation;
 
 /// <summary>
 /// Shortcuts for one-shot generation from a language model over <see cref="GenerationEngine"/> (no decode loop of its

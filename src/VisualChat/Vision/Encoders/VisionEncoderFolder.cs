@@ -3,8 +3,9 @@ using System.Text.Json.Nodes;
 using TorchSharp;
 using VisualChat.Weights;
 using static TorchSharp.torch;
+using VisualChat.Vision.Imaging;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>Which checkpoint layout a vision folder held.</summary>
 public enum VisionCheckpointLayout

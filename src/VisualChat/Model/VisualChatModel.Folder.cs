@@ -4,6 +4,8 @@ using VisualChat.Text;
 using VisualChat.Vision;
 using VisualChat.Weights;
 using static TorchSharp.torch;
+using VisualChat.Vision.Imaging;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Model;
 

@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace VisualChat.Inference;
+namespace VisualChat.Inference.Generation;
 
 /// <summary>
 /// Turns next-token logits [B, vocab] into ids [B]: repetition penalty, then greedy or temperature / top-k / top-p

@@ -1,4 +1,4 @@
-namespace VisualChat.Inference;
+namespace VisualChat.Inference.Generation;
 
 /// <summary>Decoding settings, with HF generate() semantics.</summary>
 public sealed record GenerationOptions

@@ -8,7 +8,7 @@ namespace VisualChat.Model;
 /// placeholder id per image, <paramref name="Labels"/> [B, L] (-100 = no target), <paramref name="AttentionMask"/> [B, L]
 /// (1 = token; null = all tokens), how many images each sample holds (<paramref name="ImageCounts"/>), and their
 /// preprocessed pixels [N, 3, S, S] in sample order, each sample's images in placeholder order.
-/// <paramref name="ImageKeys"/> optionally names each image for the <see cref="Vision.VisionFeatureCache"/>.
+/// <paramref name="ImageKeys"/> optionally names each image for the <see cref="Vision.Encoders.VisionFeatureCache"/>.
 /// </summary>
 public sealed record VisualChatBatch(
     Tensor InputIds,

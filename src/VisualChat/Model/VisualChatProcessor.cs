@@ -3,6 +3,8 @@ using VisualChat.Conversations;
 using VisualChat.Text;
 using VisualChat.Vision;
 using static TorchSharp.torch;
+using VisualChat.Vision.Imaging;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Model;
 

@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>
 /// Random initialisation as Hugging Face does it for these towers (initializer_range 0.02): weights of linear, conv

@@ -1,4 +1,4 @@
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>One tensor of an encoder's state_dict: its key and shape, known from the config alone.</summary>
 public sealed record VisionTensorSpec(string Name, long[] Shape)

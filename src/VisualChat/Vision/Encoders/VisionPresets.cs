@@ -2,8 +2,9 @@ using System.Globalization;
 using TorchSharp;
 using VisualChat.Weights;
 using static TorchSharp.torch;
+using VisualChat.Vision.Imaging;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Encoders;
 
 /// <summary>Architecture family of a vision preset.</summary>
 public enum VisionEncoderFamily
