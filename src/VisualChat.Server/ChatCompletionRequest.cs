@@ -127,7 +127,7 @@ public sealed class ChatCompletionRequest
                 var bytes = await ReadImageAsync(url, partWhere, policy, cancellationToken).ConfigureAwait(false);
                 RgbImage image;
                 try { image = ImageLoader.Load(bytes, partWhere); }
-                catch (Exception e) when (e is InvalidDataException or ArgumentException or NotSupportedException or IOException or InvalidOperationException) {
+                catch (Exception e) when (e is not OperationCanceledException) {
                     throw ApiException.BadRequest($"{partWhere} (image {count}) does not decode as PNG, JPEG, GIF or BMP: {e.Message}", partWhere, "invalid_image");
                 }
                 round.Images.Add(new RequestImage(url.StartsWith("data:", StringComparison.Ordinal) ? $"image {count}" : url, image, Convert.ToHexString(SHA256.HashData(bytes))));

@@ -10,6 +10,8 @@ namespace VisualChat.Server;
 
 /// <summary>What a request's handler hears from the scheduler, in order: text deltas, then one end.</summary>
 public abstract record JobEvent;
+/// <summary>The prompt is in the cache and the sequence decodes from the next step.</summary>
+public sealed record JobStarted : JobEvent;
 public sealed record JobDelta(string Text) : JobEvent;
 public sealed record JobFinished(GenerationResult Result, long PromptTokens, long ReusedPositions) : JobEvent;
 public sealed record JobFailed(ApiException Error) : JobEvent;
@@ -53,6 +55,9 @@ public sealed class ChatScheduler : IDisposable
     int inSystem;
     volatile bool stopping;
 
+    /// <summary>For tests: when set, each scheduler iteration waits for a permit, so a test decides when steps happen.</summary>
+    internal SemaphoreSlim? StepPermits { get; set; }
+
     public ChatScheduler(VisualChatModel model, VisualChatProcessor processor, ServerMetrics metrics, int maxBatch, int maxQueue, long kvCacheBytes)
     {
         this.model = model;
@@ -84,6 +89,7 @@ public sealed class ChatScheduler : IDisposable
     void Run()
     {
         while (!stopping) {
+            if (StepPermits is { } permits && !permits.Wait(50)) continue;
             try {
                 Admit();
                 var newcomer = active.FirstOrDefault(j => j.Sequence is null);
@@ -155,6 +161,7 @@ public sealed class ChatScheduler : IDisposable
                     job.LastToken = now;
                 },
             });
+            job.Events.Writer.TryWrite(new JobStarted());
         } catch (Exception e) {
             var error = e as ApiException ?? (e is ArgumentException or InvalidOperationException
                 ? ApiException.BadRequest(e.Message, "messages")

@@ -70,6 +70,7 @@ public sealed class VisualChatServer : IAsyncDisposable
     /// <summary>Where the server listens (the real port when started with port 0).</summary>
     public Uri BaseAddress { get; private set; } = null!;
     public int MaxImages => maxImages;
+    internal ChatScheduler Scheduler => scheduler;
 
     /// <summary>Loads the model folder and starts listening.</summary>
     public static async Task<VisualChatServer> StartAsync(ServerOptions options, CancellationToken cancellationToken = default)
