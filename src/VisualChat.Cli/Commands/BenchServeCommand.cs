@@ -1,0 +1,63 @@
+using System.CommandLine;
+using System.Globalization;
+using VisualChat.Server;
+
+namespace VisualChat.Cli.Commands;
+
+/// <summary><c>vchat bench serve --model DIR</c>: loopback load on the chat server (see <see cref="ServeBenchmark"/>),
+/// with the conversation cache on, and round 3 again with it off, in the same run.</summary>
+public static class BenchServeCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "VisualChat model folder to serve.", Required = true };
+        var concurrency = new Option<string>("--concurrency") { Description = "Comma-separated numbers of concurrent conversations.", DefaultValueFactory = _ => "1,4,16" };
+        var rounds = new Option<int>("--rounds") { Description = "Rounds per conversation.", DefaultValueFactory = _ => 3 };
+        var images = new Option<int>("--images") { Description = "Images per conversation (sent in round 1).", DefaultValueFactory = _ => 2 };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Tokens per answer.", DefaultValueFactory = _ => 32 };
+        var command = new Command("serve", "Aggregate tokens/s, TTFT and inter-token latency of `vchat serve` under concurrent multi-image conversations, and round-3 TTFT with vs without KV reuse")
+        {
+            model, concurrency, rounds, images, maxTokens,
+        };
+        command.SetAction(async (parse, cancellationToken) =>
+        {
+            var stdout = parse.InvocationConfiguration.Output;
+            var stderr = parse.InvocationConfiguration.Error;
+            try
+            {
+                var levels = parse.GetValue(concurrency)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+                if (levels.Length == 0 || levels.Any(l => l < 1)) throw new ArgumentException("--concurrency: give positive numbers, e.g. 1,4,16.");
+                int roundCount = parse.GetValue(rounds), imageCount = parse.GetValue(images), tokens = parse.GetValue(maxTokens);
+                if (roundCount < 3) throw new ArgumentException("--rounds must be ≥ 3 (round 3 is compared with and without KV reuse).");
+                var options = new ServerOptions { ModelFolder = parse.GetValue(model)!, Port = 0, MaxBatch = levels.Max(), MaxQueue = levels.Max() };
+                IReadOnlyList<ServeBenchmarkRow> warm, cold;
+                await using (var server = await VisualChatServer.StartAsync(options, cancellationToken))
+                {
+                    stderr.WriteLine($"bench serve: {server.ModelName}, KV reuse on, concurrency {string.Join(", ", levels)} × {roundCount} rounds × {imageCount} images, {tokens} tokens per answer");
+                    warm = await ServeBenchmark.RunAsync(server, levels, roundCount, imageCount, tokens, seed: 1000, cancellationToken);
+                }
+                await using (var server = await VisualChatServer.StartAsync(options with { KvCacheMb = 0 }, cancellationToken))
+                {
+                    stderr.WriteLine("bench serve: KV reuse off, concurrency 1");
+                    cold = await ServeBenchmark.RunAsync(server, [1], roundCount, imageCount, tokens, seed: 1000, cancellationToken);
+                }
+                static string Ms(double s) => double.IsNaN(s) ? "-" : (s * 1000).ToString("F1", CultureInfo.InvariantCulture);
+                stdout.WriteLine("| concurrent conversations | requests | errors | aggregate tokens/s | × of 1 | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | round-3 TTFT p50 ms |");
+                stdout.WriteLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+                double baseline = warm[0].TokensPerSecond;
+                foreach (var row in warm)
+                    stdout.WriteLine($"| {row.Concurrency} | {row.Requests} | {row.Errors} | {row.TokensPerSecond:F1} | {row.TokensPerSecond / baseline:F2} | {Ms(row.TtftP50)} | {Ms(row.TtftP99)} | {Ms(row.ItlP50)} | {Ms(row.ItlP99)} | {Ms(row.Round3TtftP50)} |");
+                var warm1 = warm.First(r => r.Concurrency == warm[0].Concurrency);
+                stdout.WriteLine();
+                stdout.WriteLine($"Round-3 TTFT at concurrency {warm1.Concurrency}: {Ms(warm1.Round3TtftP50)} ms with KV reuse, {Ms(cold[0].Round3TtftP50)} ms without → ratio {warm1.Round3TtftP50 / cold[0].Round3TtftP50:F2} (errors without reuse: {cold[0].Errors}).");
+                return warm.Sum(r => r.Errors) + cold.Sum(r => r.Errors) == 0 ? 0 : 1;
+            }
+            catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or FormatException or HttpRequestException)
+            {
+                stderr.WriteLine($"vchat bench serve: {e.Message}");
+                return 1;
+            }
+        });
+        return command;
+    }
+}
