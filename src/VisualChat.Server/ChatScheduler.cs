@@ -10,7 +10,7 @@ namespace VisualChat.Server;
 
 /// <summary>What a request's handler hears from the scheduler, in order: text deltas, then one end.</summary>
 public abstract record JobEvent;
-/// <summary>The prompt is in the cache and the sequence decodes from the next step.</summary>
+/// <summary>The sequence sampled its first token (its text may follow later: the detokenizer holds incomplete UTF-8).</summary>
 public sealed record JobStarted : JobEvent;
 public sealed record JobDelta(string Text) : JobEvent;
 public sealed record JobFinished(GenerationResult Result, long PromptTokens, long ReusedPositions) : JobEvent;
@@ -156,12 +156,13 @@ public sealed class ChatScheduler : IDisposable
                 OnText = text => job.Events.Writer.TryWrite(new JobDelta(text)),
                 OnToken = _ => {
                     long now = Stopwatch.GetTimestamp();
-                    if (job.Sequence is null || job.Sequence.TokenIds.Count <= 1) metrics.TimeToFirstToken.Observe(Stopwatch.GetElapsedTime(job.Arrived, now).TotalSeconds);
-                    else metrics.InterTokenLatency.Observe(Stopwatch.GetElapsedTime(job.LastToken, now).TotalSeconds);
+                    if (job.Sequence is null || job.Sequence.TokenIds.Count <= 1) {
+                        metrics.TimeToFirstToken.Observe(Stopwatch.GetElapsedTime(job.Arrived, now).TotalSeconds);
+                        job.Events.Writer.TryWrite(new JobStarted());
+                    } else metrics.InterTokenLatency.Observe(Stopwatch.GetElapsedTime(job.LastToken, now).TotalSeconds);
                     job.LastToken = now;
                 },
             });
-            job.Events.Writer.TryWrite(new JobStarted());
         } catch (Exception e) {
             var error = e as ApiException ?? (e is ArgumentException or InvalidOperationException
                 ? ApiException.BadRequest(e.Message, "messages")

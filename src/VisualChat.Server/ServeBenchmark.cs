@@ -15,7 +15,8 @@ public sealed record ServeBenchmarkRow(int Concurrency, int Requests, int Errors
 /// <c>vchat bench serve</c>: a bounded load generator on loopback. For each concurrency level, that many conversations
 /// run at once, each of <c>rounds</c> streamed rounds with its images in round 1 (each round sends the whole
 /// conversation, as OpenAI clients do). Time to first token is measured from sending to the first SSE chunk carrying
-/// content or a finish reason; inter-token latency between content chunks.
+/// the first SSE chunk (sent when the first token is sampled); inter-token latency between content chunks (text chunks: a detokenizer holding incomplete UTF-8 merges tokens into one chunk).
+/// One unmeasured conversation warms the server up first.
 /// </summary>
 public static class ServeBenchmark
 {
@@ -24,7 +25,12 @@ public static class ServeBenchmark
         using var http = new HttpClient { BaseAddress = server.BaseAddress, Timeout = TimeSpan.FromMinutes(30) };
         var rows = new List<ServeBenchmarkRow>();
         int conversationSeed = seed;
-        foreach (int concurrency in concurrencies) {
+        await RunLevel(1, rounds: 1).ConfigureAwait(false);   // warm-up (JIT, first allocations), not reported
+        foreach (int concurrency in concurrencies) rows.Add(await RunLevel(concurrency, rounds).ConfigureAwait(false));
+        return rows;
+
+        async Task<ServeBenchmarkRow> RunLevel(int concurrency, int rounds)
+        {
             var ttft = new List<double>();
             var itl = new List<double>();
             var round3 = new List<double>();
@@ -35,8 +41,8 @@ public static class ServeBenchmark
             conversationSeed += concurrency;
             await Task.WhenAll(tasks).ConfigureAwait(false);
             double seconds = clock.Elapsed.TotalSeconds;
-            rows.Add(new ServeBenchmarkRow(concurrency, requests, errors, tokens, seconds,
-                Percentile(ttft, 0.5), Percentile(ttft, 0.99), Percentile(itl, 0.5), Percentile(itl, 0.99), Percentile(round3, 0.5)));
+            return new ServeBenchmarkRow(concurrency, requests, errors, tokens, seconds,
+                Percentile(ttft, 0.5), Percentile(ttft, 0.99), Percentile(itl, 0.5), Percentile(itl, 0.99), Percentile(round3, 0.5));
 
             async Task Conversation(int id)
             {
@@ -65,7 +71,6 @@ public static class ServeBenchmark
                 }
             }
         }
-        return rows;
     }
 
     static async Task<(string Answer, double Ttft, List<double> Gaps, long Tokens, bool Ok)> StreamOnce(HttpClient http, string body, CancellationToken cancellationToken)
@@ -87,15 +92,15 @@ public static class ServeBenchmark
             var chunk = JsonNode.Parse(data)!;
             if (chunk["error"] is not null) return (answer.ToString(), 0, gaps, 0, false);
             if (chunk["usage"] is JsonObject usage) tokens = (long)usage["completion_tokens"]!;
+            long now = Stopwatch.GetTimestamp();
+            // The server sends the first chunk (role) when the first token is sampled.
+            if (first is null) { first = Stopwatch.GetElapsedTime(start, now).TotalSeconds; last = now; }
             if (chunk["choices"] is not JsonArray { Count: > 0 } choices) continue;
             string? delta = (string?)choices[0]!["delta"]?["content"];
-            bool finished = choices[0]!["finish_reason"] is not null;
-            if (string.IsNullOrEmpty(delta) && !finished) continue;
-            long now = Stopwatch.GetTimestamp();
-            if (first is null) first = Stopwatch.GetElapsedTime(start, now).TotalSeconds;
-            else if (!string.IsNullOrEmpty(delta)) gaps.Add(Stopwatch.GetElapsedTime(last, now).TotalSeconds);
+            if (string.IsNullOrEmpty(delta)) continue;
+            gaps.Add(Stopwatch.GetElapsedTime(last, now).TotalSeconds);
             last = now;
-            if (delta is not null) answer.Append(delta);
+            answer.Append(delta);
         }
         return (answer.ToString(), first ?? 0, gaps, tokens, done && first is not null);
     }
