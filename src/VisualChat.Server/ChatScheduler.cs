@@ -107,6 +107,10 @@ public sealed class ChatScheduler : IDisposable
                 }
                 foreach (var job in active.Where(j => j.Sequence?.IsFinished == true).ToList()) Complete(job);
                 metrics.CacheEntries = cache.Count;
+                if (model.FeatureCache is { } features) {
+                    Interlocked.Exchange(ref metrics.ImageFeatureHits, features.Hits);
+                    Interlocked.Exchange(ref metrics.ImageFeatureMisses, features.Misses);
+                }
                 Interlocked.Exchange(ref metrics.CacheBytes, cache.UsedBytes);
                 if (active.Count == 0) wake.Wait(TimeSpan.FromMilliseconds(200));
             } catch (Exception e) when (!stopping) {

@@ -55,6 +55,7 @@ public sealed class ServerMetrics
     public int Running;
     public int CacheEntries;
     public long CacheBytes;
+    public long ImageFeatureHits, ImageFeatureMisses;
 
     public void Request() => Interlocked.Increment(ref requests);
     public void Error() => Interlocked.Increment(ref requestErrors);
@@ -100,7 +101,11 @@ public sealed class ServerMetrics
         long total = Interlocked.Read(ref chunksTotal);
         Gauge("vchat_kv_reuse_hit_ratio", "Share of prompt chunks served from the conversation cache.", total == 0 ? 0 : (double)Interlocked.Read(ref chunksReused) / total);
         long images = Interlocked.Read(ref imagesTotal);
-        Gauge("vchat_image_cache_hit_ratio", "Share of request images not encoded again (their conversation's cache was reused).", images == 0 ? 0 : (double)Interlocked.Read(ref imagesReused) / images);
+        Gauge("vchat_image_reuse_ratio", "Share of request images not encoded again because their conversation's cache was reused.", images == 0 ? 0 : (double)Interlocked.Read(ref imagesReused) / images);
+        long hits = Interlocked.Read(ref ImageFeatureHits), misses = Interlocked.Read(ref ImageFeatureMisses);
+        Counter("vchat_image_feature_cache_hits_total", "Images encoded earlier (same preprocessed pixels) whose features were taken from the image cache.", hits);
+        Counter("vchat_image_feature_cache_misses_total", "Images run through the vision encoder.", misses);
+        Gauge("vchat_image_feature_cache_hit_ratio", "Share of encoder calls served by the image feature cache.", hits + misses == 0 ? 0 : (double)hits / (hits + misses));
         Gauge("vchat_queue_depth", "Requests waiting for a batch slot.", Volatile.Read(ref QueueDepth));
         Gauge("vchat_running_sequences", "Sequences being prefilled or decoded.", Volatile.Read(ref Running));
         Gauge("vchat_kv_cache_entries", "Conversation states kept for reuse.", Volatile.Read(ref CacheEntries));

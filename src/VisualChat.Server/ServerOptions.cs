@@ -20,6 +20,9 @@ public sealed record ServerOptions
     public int MaxQueue { get; init; } = 64;
     /// <summary>Memory budget of the conversation KV cache (prompts kept for the next turn); 0 turns reuse off.</summary>
     public int KvCacheMb { get; init; } = 1024;
+    /// <summary>Memory budget of encoded image features kept by content hash (an image seen again, in any conversation,
+    /// is not re-encoded); 0 turns it off.</summary>
+    public int ImageCacheMb { get; init; } = 256;
     /// <summary>Local image paths (and file:// URLs) are read only under this folder; null: refused.</summary>
     public string? ImageRoot { get; init; }
     /// <summary>Fetch http(s) image URLs (off by default: a server fetching arbitrary URLs is an SSRF hole).</summary>
@@ -35,6 +38,7 @@ public sealed record ServerOptions
         if (MaxImages is < 0) throw new ArgumentOutOfRangeException(nameof(MaxImages), $"--max-images must be ≥ 0 (got {MaxImages}).");
         if (MaxQueue < 0) throw new ArgumentOutOfRangeException(nameof(MaxQueue), $"--max-queue must be ≥ 0 (got {MaxQueue}).");
         if (KvCacheMb < 0) throw new ArgumentOutOfRangeException(nameof(KvCacheMb), $"--kv-cache-mb must be ≥ 0 (got {KvCacheMb}).");
+        if (ImageCacheMb < 0) throw new ArgumentOutOfRangeException(nameof(ImageCacheMb), $"--image-cache-mb must be ≥ 0 (got {ImageCacheMb}).");
         if (ImageRoot is not null && !Directory.Exists(ImageRoot)) throw new DirectoryNotFoundException($"--image-root {ImageRoot} does not exist.");
     }
 }

@@ -14,6 +14,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Hosting;
 using VisualChat.Inference;
 using VisualChat.Model;
+using VisualChat.Vision;
 
 namespace VisualChat.Server;
 
@@ -43,6 +44,9 @@ public sealed class VisualChatServer : IAsyncDisposable
         maxImages = options.MaxImages ?? model.Config.MaxImages ?? 8;
         if (model.Config.MaxImages is { } modelMax) maxImages = Math.Min(maxImages, modelMax);
         apiKey = options.ApiKey is null ? null : Encoding.UTF8.GetBytes(options.ApiKey);
+        // Serving never trains: a frozen encoder lets the model keep image features by content hash.
+        model.VisionEncoder.Freeze();
+        if (options.ImageCacheMb > 0) model.FeatureCache = new VisionFeatureCache((long)options.ImageCacheMb << 20);
         if (options.AllowRemoteImages) http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
         scheduler = new ChatScheduler(model, processor, Metrics, options.MaxBatch, options.MaxQueue, (long)options.KvCacheMb << 20);
 
@@ -259,6 +263,7 @@ public sealed class VisualChatServer : IAsyncDisposable
         await app.DisposeAsync().ConfigureAwait(false);
         scheduler.Dispose();
         http?.Dispose();
+        model.FeatureCache?.Dispose();
         model.Dispose();
     }
 }

@@ -17,11 +17,12 @@ public static class ServeCommand
         var maxImages = new Option<int?>("--max-images") { Description = "Most images per conversation (default: the model's max_images, else 8)." };
         var maxQueue = new Option<int>("--max-queue") { Description = "Most requests waiting for a batch slot; more get 429.", DefaultValueFactory = _ => 64 };
         var kvCacheMb = new Option<int>("--kv-cache-mb") { Description = "Memory for conversation caches kept for the next turn (0: no reuse).", DefaultValueFactory = _ => 1024 };
+        var imageCacheMb = new Option<int>("--image-cache-mb") { Description = "Memory for image features kept by content hash (0: off).", DefaultValueFactory = _ => 256 };
         var imageRoot = new Option<string?>("--image-root") { Description = "Allow local image paths under this folder." };
         var allowRemote = new Option<bool>("--allow-remote-images") { Description = "Fetch http(s) image URLs (off: SSRF)." };
         var command = new Command("serve", "Serve a VisualChat model over an OpenAI-compatible HTTP API, with a web chat page at /")
         {
-            model, name, host, port, apiKey, maxBatch, maxImages, maxQueue, kvCacheMb, imageRoot, allowRemote,
+            model, name, host, port, apiKey, maxBatch, maxImages, maxQueue, kvCacheMb, imageCacheMb, imageRoot, allowRemote,
         };
         command.SetAction(async (parse, cancellationToken) =>
         {
@@ -29,7 +30,7 @@ public static class ServeCommand
             var options = new ServerOptions {
                 ModelFolder = parse.GetValue(model)!, ModelName = parse.GetValue(name), Host = parse.GetValue(host)!, Port = parse.GetValue(port),
                 ApiKey = parse.GetValue(apiKey), MaxBatch = parse.GetValue(maxBatch), MaxImages = parse.GetValue(maxImages), MaxQueue = parse.GetValue(maxQueue),
-                KvCacheMb = parse.GetValue(kvCacheMb), ImageRoot = parse.GetValue(imageRoot), AllowRemoteImages = parse.GetValue(allowRemote),
+                KvCacheMb = parse.GetValue(kvCacheMb), ImageCacheMb = parse.GetValue(imageCacheMb), ImageRoot = parse.GetValue(imageRoot), AllowRemoteImages = parse.GetValue(allowRemote),
             };
             try
             {

@@ -74,7 +74,9 @@ public sealed class ChatServerTests(ServerTestHost host) : IClassFixture<ServerT
     public async Task WarmTurnsEqualColdRuns_AndReuseTheConversationCache()
     {
         await using var warm = await host.StartAsync();
-        await using var cold = await host.StartAsync(o => o with { KvCacheMb = 0 });
+        await using var cold = await host.StartAsync(o => o with { KvCacheMb = 0, ImageCacheMb = 0 });
+        // Without conversation reuse every turn re-prefills round 1; its images then come from the image feature cache.
+        await using var features = await host.StartAsync(o => o with { KvCacheMb = 0 });
         foreach (var sampling in new[] { (JsonNode?)null, 0.9 }) {
             var messages = new List<JsonObject> { ServerTestHost.User(ServerTestHost.ImagePart(11), ServerTestHost.ImagePart(12), ServerTestHost.TextPart("Describe both.")) };
             var round3Cached = 0L;
@@ -83,6 +85,8 @@ public sealed class ChatServerTests(ServerTestHost host) : IClassFixture<ServerT
                 if (sampling is not null) { body["temperature"] = sampling.DeepClone(); body["seed"] = 7; }
                 var (warmStatus, warmJson, _) = await ServerTestHost.PostAsync(warm, body.ToJsonString());
                 var (coldStatus, coldJson, _) = await ServerTestHost.PostAsync(cold, body.ToJsonString());
+                var (_, featuresJson, _) = await ServerTestHost.PostAsync(features, body.ToJsonString());
+                Assert.Equal((string)coldJson!["choices"]![0]!["message"]!["content"]!, (string)featuresJson!["choices"]![0]!["message"]!["content"]!);
                 Assert.Equal(200, warmStatus);
                 Assert.Equal(200, coldStatus);
                 string warmText = (string)warmJson!["choices"]![0]!["message"]!["content"]!;
@@ -101,6 +105,9 @@ public sealed class ChatServerTests(ServerTestHost host) : IClassFixture<ServerT
         Assert.Contains("vchat_kv_reuse_positions_total", warm.Metrics.ToPrometheus());
         Assert.True(warm.Metrics.PositionsReused > 0);
         Assert.Equal(0, cold.Metrics.PositionsReused);
+        Assert.True(features.Metrics.ImageFeatureHits > 0, "re-prefilled images come from the feature cache");
+        Assert.Equal(0, cold.Metrics.ImageFeatureHits + cold.Metrics.ImageFeatureMisses);
+        Assert.Contains("vchat_image_feature_cache_hits_total", features.Metrics.ToPrometheus());
     }
 
     [Fact]
