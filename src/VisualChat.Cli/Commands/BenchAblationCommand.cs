@@ -19,7 +19,7 @@ public static class BenchAblationCommand
         var lmSteps = new Option<int?>("--lm-steps") { Description = $"Text-only LM pretraining steps per seed (default {defaults.LmSteps})." };
         var visionSteps = new Option<int?>("--vision-steps") { Description = $"Vision pretraining steps per seed (default {defaults.VisionSteps})." };
         var workers = new Option<int?>("--workers") { Description = $"Jobs trained at the same time, each on one libtorch thread (default {defaults.Workers})." };
-        var output = new Option<string>("--out") { Description = "Folder for ablation.json, ablation.csv and ablation.png.", DefaultValueFactory = _ => Path.Combine("runs", "ablation") };
+        var output = new Option<string>("--out") { Description = "Folder for ablation.json, ablation.csv and ablation.png; work/ holds each seed's data, model folders and training runs.", DefaultValueFactory = _ => Path.Combine("runs", "ablation") };
         var command = new Command("ablation", "Attention ablation: causal, causal+cross and MMCA trained with the same budget over several seeds (table + JSON + CSV + PNG).")
         {
             quick, seeds, steps, lmSteps, visionSteps, workers, output,
@@ -50,7 +50,7 @@ public static class BenchAblationCommand
             stdout.WriteLine($"machine: {MachineInfo.Current()}");
             stdout.WriteLine($"budget per seed: vision {settings.VisionSteps} steps, LM {settings.LmSteps} steps, DSVC {settings.Steps} steps × batch {settings.Recipe.ChatBatch} " +
                              $"from {settings.Conversations} conversations, eval on {settings.EvalConversations} held-out conversations");
-            var result = AttentionAblation.Run(settings, stdout);
+            var result = AttentionAblation.Run(settings, stdout, Path.Combine(parse.GetValue(output)!, "work"));
             stdout.WriteLine();
             stdout.Write(AblationReport.Table(result));
             foreach (var file in AblationReport.Write(result, parse.GetValue(output)!)) stdout.WriteLine($"wrote {file}");

@@ -16,10 +16,12 @@ public static class DataInspectCommand
         var config = new Option<FileInfo>("--config") { Description = "Data config (JSON).", Required = true };
         var samples = new Option<int>("--samples") { Description = "How many samples to render as prompt text.", DefaultValueFactory = _ => 3 };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer (tokenizer.model, tokenizer.json or a model folder); token lengths and truncation need it (otherwise character lengths are shown)." };
-        var inspect = new Command("inspect", "Read every configured data set and report counts, skips, histograms and sample prompts.");
+        var decode = new Option<bool>("--decode-images") { Description = "Decode every image (finds undecodable ones before training does).", DefaultValueFactory = _ => true };
+        var inspect = new Command("inspect", "Read every configured data set and report counts, skips, histograms and sample prompts; exits 3 when training would stop on this data.");
         inspect.Options.Add(config);
         inspect.Options.Add(samples);
         inspect.Options.Add(tokenizer);
+        inspect.Options.Add(decode);
         inspect.SetAction(parse =>
         {
             try
@@ -32,8 +34,10 @@ public static class DataInspectCommand
                     loaded.AddSpecialTokens([ConversationTemplate.ImagePlaceholder]);
                     tok = loaded;
                 }
-                Console.Out.Write(Inspect(parse.GetValue(config)!.FullName, parse.GetValue(samples), tok));
-                return 0;
+                var report = Inspect(parse.GetValue(config)!.FullName, parse.GetValue(samples), tok, parse.GetValue(decode), out bool wouldStop);
+                Console.Out.Write(report);
+                if (wouldStop) Console.Error.WriteLine("vchat data inspect: more records would be skipped than max_skip_fraction allows: training would stop on this data (see the report).");
+                return wouldStop ? 3 : 0;
             }
             catch (Exception e) when (e is DataConfigException or DataSetMissingException or InvalidDataException or FileNotFoundException or DirectoryNotFoundException)
             {
@@ -73,7 +77,11 @@ public static class DataInspectCommand
     }
 
     /// <summary>The inspection report as text.</summary>
-    public static string Inspect(string configPath, int sampleCount, ITokenizer? tokenizer)
+    public static string Inspect(string configPath, int sampleCount, ITokenizer? tokenizer) => Inspect(configPath, sampleCount, tokenizer, false, out _);
+
+    /// <summary>The inspection report as text; <paramref name="decodeImages"/> decodes every image, and
+    /// <paramref name="wouldStop"/> tells whether skipped records (and undecodable images) exceed max_skip_fraction.</summary>
+    public static string Inspect(string configPath, int sampleCount, ITokenizer? tokenizer, bool decodeImages, out bool wouldStop)
     {
         var config = DataConfig.Load(configPath);
         var mixed = DataMixer.Build(config, Environment.ProcessorCount, enforceSkipLimit: false);
@@ -99,8 +107,32 @@ public static class DataInspectCommand
         }
         output.AppendLine();
         output.Append(mixed.Report.Summary());
-        output.AppendLine($"Skipped {mixed.Report.Skipped} of {mixed.Report.RecordsRead} records ({mixed.Report.SkipFraction:P2}); max_skip_fraction {config.MaxSkipFraction:P2}" +
-                          (mixed.Report.SkipFraction > config.MaxSkipFraction ? " — EXCEEDED: training would stop" : ""));
+        int undecodable = 0;
+        if (decodeImages)
+        {
+            var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
+            var all = mixed.Train.Concat(mixed.Eval).ToList();
+            Parallel.ForEach(all, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, conversation =>
+            {
+                foreach (var image in conversation.Images)
+                {
+                    try { VisualChat.Vision.ImageLoader.Load(ImageRefs.ReadBytes(image), image.Describe()); }
+                    catch (Exception e) when (e is VisualChat.Vision.ImageDecodeException or IOException or InvalidDataException or KeyNotFoundException)
+                    {
+                        failures.Add($"{string.Join("+", conversation.SourceIds)}: {e.Message}");
+                        return;
+                    }
+                }
+            });
+            undecodable = failures.Count;
+            output.AppendLine($"Undecodable images: {undecodable} sample(s) of {all.Count} (training skips them)");
+            foreach (var failure in failures.Order(StringComparer.Ordinal).Take(20)) output.AppendLine($"  {failure}");
+            if (undecodable > 20) output.AppendLine($"  … and {undecodable - 20} more");
+        }
+        double fraction = mixed.Report.RecordsRead == 0 ? 0 : (mixed.Report.Skipped + undecodable) / (double)mixed.Report.RecordsRead;
+        wouldStop = fraction > config.MaxSkipFraction || mixed.Train.Count == 0;
+        output.AppendLine($"Skipped {mixed.Report.Skipped + undecodable} of {mixed.Report.RecordsRead} records ({fraction:P2}{(decodeImages ? ", undecodable images included" : "")}); max_skip_fraction {config.MaxSkipFraction:P2}" +
+                          (wouldStop ? " — EXCEEDED: training would stop" : ""));
         output.AppendLine();
         output.AppendLine($"Train samples: {mixed.Train.Count}, eval samples: {mixed.Eval.Count}");
         output.AppendLine("Images per train sample:");

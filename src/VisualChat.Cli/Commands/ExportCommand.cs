@@ -3,7 +3,8 @@ using VisualChat.Training;
 
 namespace VisualChat.Cli.Commands;
 
-/// <summary><c>vchat export --checkpoint DIR --out DIR</c>: a training checkpoint merged with its base into a standalone model folder.</summary>
+/// <summary><c>vchat export --checkpoint DIR --out DIR</c>: a training checkpoint merged with its base into a standalone
+/// model folder, written atomically (a killed export leaves the previous model in place, never a mix).</summary>
 public static class ExportCommand
 {
     public static Command Create()
@@ -22,6 +23,10 @@ public static class ExportCommand
             {
                 Console.Error.WriteLine($"vchat export: {e.Message}");
                 return 1;
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                return CliErrors.Report("export", e, parse.GetValue(CliErrors.VerboseOption));
             }
         });
         return command;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using Spectre.Console;
 using Spectre.Console.Rendering;
 using VisualChat.Benchmarks;
@@ -10,7 +11,10 @@ namespace VisualChat.Cli.Commands;
 /// <summary>
 /// <c>vchat train --config FILE [--set key=value]... [--resume auto|DIR]</c>: validates the config before loading
 /// anything, builds the run through <see cref="TrainingRunFactory"/>, trains with a live Spectre.Console table on a terminal
-/// (plain log lines every log_every_steps otherwise). Ctrl-C writes a resumable <c>latest/</c> checkpoint and exits 130.
+/// (plain log lines every log_every_steps otherwise). Ctrl-C, SIGTERM (kill, timeout, docker stop, Slurm, Kubernetes)
+/// and SIGHUP finish the current step, write a resumable <c>latest/</c> checkpoint and exit 130, 143 and 129; a second
+/// signal aborts at once (checkpoints are written atomically, so the last complete one survives).
+/// Exit codes: 0 done, 1 data or file error, 2 config error, 3 diverged.
 /// </summary>
 public static class TrainCommand
 {
@@ -19,9 +23,11 @@ public static class TrainCommand
         var configOption = new Option<string>("--config") { Description = "Training config (.json, .yaml or .yml); keys in docs/training.md.", Required = true };
         var setOption = new Option<string[]>("--set") { Description = "Override a key: --set learning_rate=2e-4 --set model.path=/models/llama (repeatable).", AllowMultipleArgumentsPerToken = false };
         var resumeOption = new Option<string?>("--resume") { Description = "auto (latest complete checkpoint in output_dir) or a checkpoint folder." };
+        var resumeForceOption = new Option<bool>("--resume-force") { Description = "Resume even if batch sizes, seed, data or LR schedule differ from the checkpoint's." };
+        var overwriteOption = new Option<bool>("--overwrite") { Description = "Start a new run in an output_dir that holds one (deletes its checkpoints and metrics)." };
         var command = new Command("train", "Train a model from a training config (model.kind llama-lm: LLaMA LM on a JSONL of texts).")
         {
-            configOption, setOption, resumeOption,
+            configOption, setOption, resumeOption, resumeForceOption, overwriteOption,
         };
         command.SetAction(parse =>
         {
@@ -29,6 +35,8 @@ public static class TrainCommand
             var error = parse.InvocationConfiguration.Error;
             var overrides = (parse.GetValue(setOption) ?? []).ToList();
             if (parse.GetValue(resumeOption) is { } resume) overrides.Add($"resume=\"{resume}\"");
+            if (parse.GetValue(resumeForceOption)) overrides.Add("resume_force=true");
+            if (parse.GetValue(overwriteOption)) overrides.Add("overwrite=true");
             TrainingConfig config;
             try
             {
@@ -42,6 +50,7 @@ public static class TrainCommand
             }
 
             using var cancel = new CancellationTokenSource();
+            int interruptedExit = 130;
             ConsoleCancelEventHandler onCancel = (_, e) =>
             {
                 if (cancel.IsCancellationRequested) return; // a second Ctrl-C ends the process
@@ -50,6 +59,18 @@ public static class TrainCommand
                 error.WriteLine("\nvchat train: stopping after the current step and writing a resumable checkpoint (Ctrl-C again to abort)…");
             };
             Console.CancelKeyPress += onCancel;
+            // SIGTERM and SIGHUP are how clusters, `timeout` and `docker stop` end a job: treat them like the first Ctrl-C.
+            // A second signal is not cancelled, so the runtime's default (terminate) applies.
+            PosixSignalRegistration Register(PosixSignal signal, int exitCode, string name) => PosixSignalRegistration.Create(signal, context =>
+            {
+                if (cancel.IsCancellationRequested) return;
+                context.Cancel = true;
+                interruptedExit = exitCode;
+                cancel.Cancel();
+                error.WriteLine($"\nvchat train: {name} received: stopping after the current step and writing a resumable checkpoint (send it again to abort)…");
+            });
+            using var onTerm = Register(PosixSignal.SIGTERM, 143, "SIGTERM");
+            using var onHangup = OperatingSystem.IsWindows() ? null : Register(PosixSignal.SIGHUP, 129, "SIGHUP");
             try
             {
                 using var run = TrainingRunFactory.Create(config, message => output.WriteLine(message));
@@ -66,7 +87,7 @@ public static class TrainCommand
                     summary = run.Run(cancel.Token);
                 }
                 output.WriteLine(summary.ToString());
-                return summary.Interrupted ? 130 : 0;
+                return summary.Interrupted ? interruptedExit : 0;
             }
             catch (TrainingConfigException e)
             {
@@ -78,10 +99,19 @@ public static class TrainCommand
                 error.WriteLine($"vchat train: {e.Message}");
                 return 3;
             }
+            catch (VisualChat.Data.DataQualityException e)
+            {
+                error.WriteLine($"vchat train: {e.Message.ReplaceLineEndings(" ")}");
+                return 1;
+            }
             catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
             {
                 error.WriteLine($"vchat train: {e.Message}");
                 return 1;
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                return CliErrors.Report("train", e, parse.GetValue(CliErrors.VerboseOption), error);
             }
             finally
             {
@@ -122,7 +152,7 @@ public static class TrainCommand
                 Row("tokens/s", last?.TokensPerSecond?.ToString("F0", ci) ?? "-");
                 Row("images/s", last?.ImagesPerSecond?.ToString("F1", ci) ?? "-");
                 Row("loss scale", last?.LossScale?.ToString("G", ci) ?? "-");
-                Row("skipped steps / batches", last is null ? "0 / 0" : $"{last.Skipped} / {last.SkippedBatches}");
+                Row("skipped steps / batches / samples", last is null ? "0 / 0 / 0" : $"{last.Skipped} / {last.SkippedBatches} / {last.SkippedSamples}");
                 Row("ETA", last?.EtaSeconds is { } eta && double.IsFinite(eta) ? TimeSpan.FromSeconds(Math.Round(eta)).ToString() : "-");
                 var recent = new Rows(messages.Select(m => (IRenderable)new Spectre.Console.Text(m)).DefaultIfEmpty(new Spectre.Console.Text("")).ToArray());
                 return new Rows(table, recent);

@@ -21,14 +21,13 @@ public sealed record DemoChatRound(IReadOnlyList<string> Images, string Question
 public static class DemoModel
 {
     /// <summary>
-    /// Assembles a VisualChatModel (MMCA, perceiver projection with a 1×1 grid) from the pretrained LM, the frozen
-    /// encoder and the trained projection. The demo LM's vocabulary includes &lt;image&gt; as its last id; the
-    /// model folder keeps the LM head at the text vocabulary and &lt;image&gt; as the one added embedding row, so the
-    /// LM is rebuilt without that row (its logit was never a target) and the full trained matrix becomes the grown
-    /// embedding.
+    /// Assembles the VisualChatModel the DSVC stage starts from (MMCA, perceiver projection freshly initialised from the
+    /// recipe's seed) around the pretrained LM and the frozen encoder. The demo LM's vocabulary includes &lt;image&gt;
+    /// as its last id; the model folder keeps the LM head at the text vocabulary and &lt;image&gt; as the one added
+    /// embedding row, so the LM is rebuilt without that row (its logit was never a target) and the full pretrained
+    /// matrix becomes the grown embedding. The model takes ownership of <paramref name="encoder"/>.
     /// </summary>
-    public static VisualChatModel Assemble(DemoRecipe recipe, LlamaForCausalLM lm, ClipVisionModel encoder, IProjection projection,
-        SentencePieceTokenizer tokenizer)
+    public static VisualChatModel Assemble(DemoRecipe recipe, LlamaForCausalLM lm, ClipVisionModel encoder, SentencePieceTokenizer tokenizer)
     {
         int imageId = ConversationTemplate.ImageTokenId(tokenizer);
         if (imageId != lm.Config.VocabSize - 1)
@@ -41,47 +40,39 @@ public static class DemoModel
         var model = new VisualChatModel(Config(recipe, AttentionMode.Mmca, imageId, encoder.Config), textLm, encoder, seed: recipe.Seed + 42)
         {
             Tokenizer = tokenizer,
-            // The chat images are written at the encoder's size, already box-filtered like the training pixels.
-            ImageProcessor = new ImageProcessorConfig
-            {
-                DoResize = false, DoCenterCrop = false, Size = ImageSize.Shortest(recipe.ImageSize),
-                CropSize = ImageSize.Square(recipe.ImageSize), ImageMean = [0.5f, 0.5f, 0.5f], ImageStd = [0.5f, 0.5f, 0.5f],
-            },
+            ImageProcessor = ImageProcessor(recipe),
         };
         model.lm.model.embed_tokens.weight!.copy_(lm.model.embed_tokens.weight!);
-        var trained = ((nn.Module)projection).state_dict();
-        foreach (var (name, target) in model.projection.state_dict()) target.copy_(trained[name]);
-        model.eval();
         return model;
     }
+
+    /// <summary>Preprocessing of a demo model folder: the images are written at the encoder's size, already box-filtered
+    /// like the pretraining pixels, so only the [0, 255] → [-1, 1] normalisation remains.</summary>
+    public static ImageProcessorConfig ImageProcessor(DemoRecipe recipe) => new()
+    {
+        DoResize = false, DoCenterCrop = false, Size = ImageSize.Shortest(recipe.ImageSize),
+        CropSize = ImageSize.Square(recipe.ImageSize), ImageMean = [0.5f, 0.5f, 0.5f], ImageStd = [0.5f, 0.5f, 0.5f],
+    };
+
+    /// <summary>The perceiver's query grid: <see cref="DemoRecipe.ImageTokens"/> = grid².</summary>
+    public static int GridSize(DemoRecipe recipe) => recipe.ImageTokens switch
+    {
+        1 => 1,
+        4 => 2,
+        _ => throw new ArgumentException($"DemoRecipe.ImageTokens is {recipe.ImageTokens}; the demo supports 1 or 4 tokens per image."),
+    };
 
     /// <summary>The VisualChat config of a demo-recipe model: perceiver projection with the recipe's image tokens, the
     /// demo LM's text vocabulary with &lt;image&gt; as the one added id.</summary>
     public static VisualChatConfig Config(DemoRecipe recipe, AttentionMode mode, int imageId, ClipVisionConfig encoder) => new()
     {
         AttentionModeName = VisualChatConfig.AttentionModeToName(mode), Projection = "perceiver",
-        PerceiverGridSize = VisualChatTraining.GridSize(recipe), PerceiverHeads = recipe.LmHeads,
+        PerceiverGridSize = GridSize(recipe), PerceiverHeads = recipe.LmHeads,
         LmVocabSize = imageId, ImageTokenId = imageId, SystemPrompt = recipe.SystemPrompt, ClipVision = encoder,
     };
 
     /// <summary>RGB bytes of <paramref name="scene"/> at the encoder's size: the 64-px render box-filtered, as in training.</summary>
-    public static byte[] RenderAt(ShapeScene scene, int imageSize)
-    {
-        int factor = DemoImages.CanvasSize / imageSize;
-        var rgb = scene.Render(DemoImages.CanvasSize);
-        var small = new byte[imageSize * imageSize * 3];
-        for (int y = 0; y < imageSize; y++)
-            for (int x = 0; x < imageSize; x++)
-                for (int c = 0; c < 3; c++)
-                {
-                    int sum = 0;
-                    for (int dy = 0; dy < factor; dy++)
-                        for (int dx = 0; dx < factor; dx++)
-                            sum += rgb[((y * factor + dy) * DemoImages.CanvasSize + x * factor + dx) * 3 + c];
-                    small[(y * imageSize + x) * 3 + c] = (byte)Math.Round((double)sum / (factor * factor));
-                }
-        return small;
-    }
+    public static byte[] RenderAt(ShapeScene scene, int imageSize) => scene.Render(imageSize, DemoImages.CanvasSize / imageSize);
 
     /// <summary>A held-out conversation with new images in its first two rounds and at least three rounds.</summary>
     public static ShapesConversation ScriptFor(int seed)

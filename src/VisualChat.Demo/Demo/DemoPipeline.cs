@@ -13,18 +13,17 @@ namespace VisualChat.Demo;
 /// <summary>Wall-clock and process CPU seconds of one stage.</summary>
 public sealed record StageTiming(string Stage, double WallSeconds, double CpuSeconds);
 
-/// <summary>What <see cref="DemoPipeline.Run"/> measured. <see cref="Accuracy"/> is the VisualChat model (images through
-/// encoder + projection); <see cref="DescribedAccuracy"/> is the frozen LM with the true descriptions in the image
-/// slots, the ceiling the projection can reach.</summary>
+/// <summary>What <see cref="DemoPipeline.Run"/> measured: held-out exact match of the saved model folder under greedy
+/// decoding, per question kind.</summary>
 public sealed record DemoResult(
     IReadOnlyDictionary<ShapesQuestion, double> AccuracyPerKind,
     double Accuracy,
-    IReadOnlyDictionary<ShapesQuestion, double> DescribedAccuracyPerKind,
-    double DescribedAccuracy,
+    IReadOnlyDictionary<ShapesQuestion, int> RoundsPerKind,
     VisionReport Vision,
     IReadOnlyList<StageTiming> Timings,
     int VocabSize,
     string ModelFolder,
+    string RunDir,
     IReadOnlyList<DemoChatRound> Chat)
 {
     public double TotalWallSeconds => Timings.Sum(t => t.WallSeconds);
@@ -32,8 +31,10 @@ public sealed record DemoResult(
 }
 
 /// <summary>
-/// <c>vchat demo</c>: data generation → vision pretraining → LM pretraining → DeepSpeed-VisualChat training →
-/// evaluation on held-out synthetic multi-image conversations, all seeded from <see cref="DemoRecipe.Seed"/>.
+/// <c>vchat demo</c>: data generation (written as JSONL + PNGs) → vision pretraining ‖ LM pretraining →
+/// DeepSpeed-VisualChat training through the product (<see cref="DemoChatTraining"/>: model folder, data config,
+/// <see cref="Training.TrainingRunFactory"/>, trainer, export) → held-out exact match of the exported model folder
+/// (<see cref="DemoEvaluation"/>) and a scripted chat on it, all seeded from <see cref="DemoRecipe.Seed"/>.
 /// </summary>
 public static class DemoPipeline
 {
@@ -60,43 +61,47 @@ public static class DemoPipeline
         var chatGenerator = new ShapesConversationGenerator(recipe.Seed + 2);
         var evalGenerator = new ShapesConversationGenerator(recipe.Seed + 3);
 
-        var (tokenizer, chatSamples, evalSamples) = Stage("data", () =>
+        string trainJsonl = Path.Combine(outputFolder, "data", "shapes-train.jsonl");
+        string evalJsonl = Path.Combine(outputFolder, "eval", "shapes-eval.jsonl");
+        var tokenizer = Stage("data", () =>
         {
             var corpusGenerator = new ShapesConversationGenerator(recipe.Seed + 1);
             var corpus = Enumerable.Range(0, 2000).Select(i => template.RenderText(DemoSamples.ToConversation(corpusGenerator.Generate(i))));
             var tokenizer = DemoTokenizer.Build(corpus, recipe.BpeMerges);
             tokenizer.Save(Path.Combine(outputFolder, "tokenizer"));
-            var chat = Enumerable.Range(0, recipe.ChatConversations).Select(i => DemoSamples.Encode(chatGenerator.Generate(i), template, tokenizer, recipe.ImageTokens)).ToArray();
-            var eval = Enumerable.Range(0, recipe.EvalConversations).Select(i => DemoSamples.Encode(evalGenerator.Generate(i), template, tokenizer, recipe.ImageTokens)).ToArray();
-            if (recipe.WriteEvalJsonl) evalGenerator.WriteJsonl(Path.Combine(outputFolder, "eval"), "shapes-eval.jsonl", 0, recipe.EvalConversations);
-            log.WriteLine($"  vocab {tokenizer.VocabSize}; mean tokens per conversation {chat.Average(s => s.InputIds.Length):F1}");
-            return (tokenizer, chat, eval);
+            // The images at the encoder's size, box-filtered from the 64-px canvas exactly as the encoder's pretraining pixels.
+            int supersample = DemoImages.CanvasSize / recipe.ImageSize;
+            chatGenerator.WriteJsonl(Path.GetDirectoryName(trainJsonl)!, Path.GetFileName(trainJsonl), 0, recipe.ChatConversations, recipe.ImageSize, supersample);
+            evalGenerator.WriteJsonl(Path.GetDirectoryName(evalJsonl)!, Path.GetFileName(evalJsonl), 0, recipe.EvalConversations, recipe.ImageSize, supersample);
+            log.WriteLine($"  vocab {tokenizer.VocabSize}; {recipe.ChatConversations} training conversations in {trainJsonl}, {recipe.EvalConversations} held-out in {evalJsonl}");
+            return tokenizer;
         });
 
-        using var kernel = new MmcaAttentionKernel();
+        var kernel = MmcaAttentionKernel.Instance;
         var untrainedVision = VisionPretraining.Create(recipe);
+        string visionRun = Path.Combine(outputFolder, "pretraining", "vision"), lmRun = Path.Combine(outputFolder, "pretraining", "lm");
         var untrainedLm = LanguagePretraining.Create(recipe, tokenizer.VocabSize);
         var cache = cacheFolder is null ? null : new DemoStageCache(cacheFolder);
         (ClipVisionModel Encoder, VisionReport Report) PretrainVision(TextWriter stageLog)
         {
-            if (cache is null) return VisionPretraining.Train(recipe, untrainedVision, stageLog);
+            if (cache is null) return VisionPretraining.Train(recipe, untrainedVision, visionRun, stageLog);
             var key = DemoStageCache.Key("vision", recipe.Seed, recipe.ImageSize, recipe.PatchSize, recipe.VisionWidth, recipe.VisionLayers,
                 recipe.VisionHeads, recipe.VisionSteps, recipe.VisionBatch, recipe.VisionLearningRate, recipe.WarmupSteps, recipe.WeightDecay);
-            var (report, cached) = cache.GetOrTrain(key, untrainedVision.Encoder, () => VisionPretraining.Train(recipe, untrainedVision, stageLog).Report, stageLog);
+            var (report, cached) = cache.GetOrTrain(key, untrainedVision.encoder, () => VisionPretraining.Train(recipe, untrainedVision, visionRun, stageLog).Report, stageLog);
             if (cached)
             {
-                untrainedVision.Encoder.Freeze();
-                untrainedVision.KindHead.Dispose(); untrainedVision.ColourHead.Dispose(); untrainedVision.CountHead.Dispose();
+                untrainedVision.encoder.Freeze();
+                untrainedVision.kind.Dispose(); untrainedVision.colour.Dispose(); untrainedVision.count.Dispose();
             }
-            return (untrainedVision.Encoder, report);
+            return (untrainedVision.encoder, report);
         }
         LlamaForCausalLM PretrainLm(TextWriter stageLog)
         {
-            if (cache is null) return LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, stageLog).Lm;
+            if (cache is null) return LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, lmRun, stageLog).Lm;
             var key = DemoStageCache.Key("lm", recipe.Seed, recipe.BpeMerges, recipe.SystemPrompt, recipe.DescribeWithAnswerTokens, recipe.ImageTokens, tokenizer.VocabSize,
                 recipe.LmHidden, recipe.LmLayers, recipe.LmHeads, recipe.LmIntermediate, recipe.LmSteps, recipe.LmBatch, recipe.LmLearningRate,
                 recipe.WarmupSteps, recipe.WeightDecay);
-            var (_, cached) = cache.GetOrTrain(key, untrainedLm, () => LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, stageLog).FinalLoss, stageLog);
+            var (_, cached) = cache.GetOrTrain(key, untrainedLm, () => LanguagePretraining.Train(recipe, untrainedLm, tokenizer, template, kernel, lmRun, stageLog).FinalLoss, stageLog);
             if (cached)
             {
                 untrainedLm.AttentionKernel = kernel;
@@ -140,29 +145,24 @@ public static class DemoPipeline
             (encoder, vision) = Stage("vision pretraining", () => PretrainVision(log));
             lm = Stage("lm pretraining", () => PretrainLm(log));
         }
-        var described = EvaluateDescribed(recipe, lm, tokenizer, evalSamples);
-        log.WriteLine($"  LM with true descriptions: {described}");
-        var projection = VisualChatTraining.CreateProjection(recipe);
-
-        Stage("visualchat training", () =>
-        {
-            using var features = VisualChatTraining.EncodeImages(encoder, chatSamples.SelectMany(s => s.Scenes).ToArray(), recipe.ImageSize);
-            return VisualChatTraining.Run(recipe, lm, projection, chatSamples, features, VisualChatTraining.FirstImageIndex(chatSamples), log);
-        });
-
-        var visual = Stage("evaluation", () => EvaluateVisual(recipe, lm, encoder, projection, evalSamples));
-        log.WriteLine($"  VisualChat (images): {visual}");
-        log.WriteLine($"  LM with true descriptions (after LM pretraining): {described}");
         string modelFolder = Path.Combine(outputFolder, "model");
-        var chat = Stage("model folder + chat", () =>
+        var outcome = Stage("visualchat training", () =>
         {
-            using (var assembled = DemoModel.Assemble(recipe, lm, encoder, projection, tokenizer))
-                assembled.Save(modelFolder);
-            // The chat runs on the folder as `vchat chat` would load it: proof that it round-trips.
-            using var loaded = VisualChatModel.Load(modelFolder);
-            loaded.eval();
-            log.WriteLine($"  saved {modelFolder}; scripted chat on the reloaded model (greedy):");
-            var rounds = DemoModel.PlayChat(loaded, DemoModel.ScriptFor(recipe.Seed + 4), recipe.ImageSize, Path.Combine(outputFolder, "chat"));
+            // The base model takes the encoder; the pretrained LM is copied into it.
+            using var baseModel = DemoModel.Assemble(recipe, lm, encoder, tokenizer);
+            return DemoChatTraining.Run(recipe, baseModel, trainJsonl, recipe.ChatConversations, Path.Combine(outputFolder, "dsvc"), modelFolder, log);
+        });
+        lm.Dispose();
+
+        // Everything from here runs on the exported folder as `vchat chat` would load it: proof that it round-trips.
+        using var model = VisualChatModel.Load(modelFolder);
+        model.eval();
+        var scores = Stage("evaluation", () => DemoEvaluation.ExactMatch(model, DemoChatTraining.ReadJsonl(evalJsonl)));
+        log.WriteLine($"  held-out exact match (greedy, saved model): {scores}");
+        var chat = Stage("chat", () =>
+        {
+            log.WriteLine($"  scripted chat on {modelFolder} (greedy):");
+            var rounds = DemoModel.PlayChat(model, DemoModel.ScriptFor(recipe.Seed + 4), recipe.ImageSize, Path.Combine(outputFolder, "chat"));
             for (int r = 0; r < rounds.Count; r++)
             {
                 if (rounds[r].Images.Count > 0) log.WriteLine($"  round {r + 1} images: {string.Join(", ", rounds[r].Images)}");
@@ -171,38 +171,8 @@ public static class DemoPipeline
             }
             return rounds;
         });
-        var result = new DemoResult(visual.PerKind, visual.Overall, described.PerKind, described.Overall, vision, timings, tokenizer.VocabSize,
-            modelFolder, chat);
+        var result = new DemoResult(scores.PerKind, scores.Overall, scores.Totals, vision, timings, tokenizer.VocabSize, modelFolder, outcome.RunDir, chat);
         log.WriteLine($"total: {result.TotalWallSeconds:F1} s wall, {result.TotalCpuSeconds:F1} s CPU");
-        ((nn.Module)projection).Dispose();
-        lm.Dispose();
-        encoder.Dispose();
         return result;
-    }
-
-    /// <summary>Scores the VisualChat model (images → encoder → projection) on held-out rounds.</summary>
-    public static DemoScores EvaluateVisual(DemoRecipe recipe, LlamaForCausalLM lm, IVisionEncoder encoder, IProjection projection,
-        IReadOnlyList<DemoSample> samples) =>
-        Score(samples, (lm, batch) => VisualChatTraining.Project(projection, VisualChatTraining.EncodeImages(encoder, batch.Scenes, recipe.ImageSize)), lm);
-
-    /// <summary>Scores the LM reading the true descriptions in the image slots: the ceiling the projection can reach
-    /// with this LM. Measured right after LM pretraining, before the DSVC stage moves the token embeddings.</summary>
-    public static DemoScores EvaluateDescribed(DemoRecipe recipe, LlamaForCausalLM lm, SentencePieceTokenizer tokenizer, IReadOnlyList<DemoSample> samples)
-    {
-        var words = DescriptionVocabulary.From(tokenizer, recipe.DescribeWithAnswerTokens);
-        return Score(samples, (lm, batch) => DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words, recipe.ImageTokens), lm);
-    }
-
-    static DemoScores Score(IReadOnlyList<DemoSample> samples, Func<LlamaForCausalLM, DemoBatch, Tensor> imageEmbeddings, LlamaForCausalLM lm)
-    {
-        var scores = new DemoScores();
-        using var noGrad = no_grad();
-        for (int first = 0; first < samples.Count; first += 32)
-        {
-            using var scope = NewDisposeScope();
-            using var batch = DemoSamples.Collate(samples.Skip(first).Take(32).ToArray());
-            DemoChatForward.Score(DemoChatForward.Logits(lm, batch, imageEmbeddings(lm, batch)), batch, scores);
-        }
-        return scores;
     }
 }

@@ -47,13 +47,17 @@ public sealed record DemoRecipe
     public int LmBatch { get; init; } = 32;
     public double LmLearningRate { get; init; } = 3e-3;
 
-    // DeepSpeed-VisualChat stage: frozen encoder + frozen LM, trained projection (perceiver, one query per image).
+    // DeepSpeed-VisualChat stage, run by the project's trainer (`vchat train`): frozen encoder + frozen LM, MMCA; the
+    // perceiver projection and the token embeddings train (the model's default trainable set).
+    /// <summary>Conversations written to the training JSONL (a <see cref="ChatEvalFraction"/> share is held out by the
+    /// data pipeline for the trainer's eval loss).</summary>
     public int ChatConversations { get; init; } = 3000;
-    public int ChatSteps { get; init; } = 1200;
+    public double ChatEvalFraction { get; init; } = 0.04;
+    /// <summary>1,500: on the product path, seed 1234, 1,200 steps gave 89.97 % and 1,500 gave 90.2 % (the eval loss was
+    /// still falling at 1,200).</summary>
+    public int ChatSteps { get; init; } = 1500;
     public int ChatBatch { get; init; } = 32;
     public double ChatLearningRate { get; init; } = 2e-3;
-    /// <summary>Also train the LM's token embeddings (DSVC trains them; tied to the output head here).</summary>
-    public bool ChatTrainTokenEmbeddings { get; init; } = true;
     /// <summary>Adam betas of the DSVC stage. The paper uses (0, 0.95); with β1 = 0 this tiny run reached 80 % instead of
     /// 95 % in the same steps (measured), so the demo keeps momentum.</summary>
     public double ChatBeta1 { get; init; } = 0.9;
@@ -62,10 +66,8 @@ public sealed record DemoRecipe
     public int WarmupSteps { get; init; } = 30;
     public double WeightDecay { get; init; } = 0.0;
 
-    // Evaluation on held-out conversations (a different generator seed).
+    // Evaluation on held-out conversations (a different generator seed), greedy decoding of the saved model.
     public int EvalConversations { get; init; } = 600;
-    /// <summary>Write the held-out set as JSONL + PNGs (the project's generic format) into the output folder.</summary>
-    public bool WriteEvalJsonl { get; init; } = true;
 
     /// <summary>
     /// This recipe with <c>Name=value</c> overrides (property names as in <c>result.json</c>, case-insensitive; values
@@ -100,13 +102,13 @@ public sealed record DemoRecipe
     /// <summary>The full recipe (target: ≥ 90 % exact match within 10 minutes on 2 CPU cores).</summary>
     public static DemoRecipe Default() => new();
 
-    /// <summary>A reduced recipe for tests and smoke runs (about a minute of CPU; ~59 % exact match).</summary>
+    /// <summary>A reduced recipe for tests and smoke runs (about 1.5 min of CPU; 56 % exact match for seed 1234).</summary>
     public static DemoRecipe Quick() => new()
     {
         VisionSteps = 400, VisionBatch = 32,
         BpeMerges = 120,
         LmHidden = 48, LmLayers = 2, LmIntermediate = 128, LmSteps = 700, LmBatch = 16,
         ChatConversations = 300, ChatSteps = 200, ChatBatch = 16,
-        EvalConversations = 120, WriteEvalJsonl = false,
+        EvalConversations = 120,
     };
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using VisualChat.Attention;
 using VisualChat.Data.Synthetic;
 using VisualChat.Model;
@@ -10,9 +9,10 @@ namespace VisualChat.Demo;
 
 /// <summary>
 /// Stage 2: trains the tiny LLaMA from scratch on shapes conversations in the DSVC template where every image is its
-/// description ("3 red circle", as the sum of those words' embeddings at the &lt;image&gt; position, marked
-/// image-modality and read through multi-modal causal attention). The LM thereby learns the template, the questions
-/// and how to read an image slot through MMCA's image branch; it is frozen afterwards.
+/// description (the image marker, count, colour and kind word embeddings in the image's slots, marked image-modality
+/// and read through multi-modal causal attention). The LM thereby learns the template, the questions and how to read
+/// an image slot through MMCA's image branch; it is frozen afterwards. Trains through the project's trainer
+/// (<see cref="DemoPretraining"/>); the loss is the model's (<see cref="VisualChatModel.ShiftedLoss"/>).
 /// </summary>
 public static class LanguagePretraining
 {
@@ -32,49 +32,40 @@ public static class LanguagePretraining
         return new LlamaForCausalLM(Config(recipe, vocabSize), seed: recipe.Seed + 21);
     }
 
-    public static (LlamaForCausalLM Lm, float FinalLoss) Run(DemoRecipe recipe, SentencePieceTokenizer tokenizer, ConversationTemplate template,
-        MmcaAttentionKernel kernel, TextWriter log) => Train(recipe, Create(recipe, tokenizer.VocabSize), tokenizer, template, kernel, log);
-
+    /// <param name="runDir">The trainer's output folder (metrics.jsonl).</param>
     public static (LlamaForCausalLM Lm, float FinalLoss) Train(DemoRecipe recipe, LlamaForCausalLM lm, SentencePieceTokenizer tokenizer,
-        ConversationTemplate template, MmcaAttentionKernel kernel, TextWriter log)
+        ConversationTemplate template, MmcaAttentionKernel kernel, string runDir, TextWriter log)
     {
         lm.AttentionKernel = kernel;
         var words = DescriptionVocabulary.From(tokenizer, recipe.DescribeWithAnswerTokens);
-        float loss = TrainOnFreshConversations(recipe, lm, tokenizer, template, "lm", log, samples =>
+        float loss = TrainOnFreshConversations(recipe, lm, tokenizer, template, "lm", runDir, log, samples =>
         {
             using var batch = DemoSamples.Collate(samples);
-            var logits = DemoChatForward.Logits(lm, batch, DemoChatForward.DescriptionEmbeddings(lm, batch.Scenes, words, recipe.ImageTokens));
-            return DemoChatForward.Loss(logits, batch.Labels);
+            long b = batch.InputIds.shape[0], l = batch.InputIds.shape[1], hidden = lm.Config.HiddenSize;
+            var embeddings = lm.Embed(batch.InputIds).reshape(b * l, hidden);
+            if (batch.ImageSlots.shape[0] > 0)
+                embeddings = embeddings.index_copy(0, batch.ImageSlots, words.Embeddings(lm, batch.Scenes, recipe.ImageTokens));
+            var output = lm.Forward(new CausalLMInput(InputsEmbeds: embeddings.reshape(b, l, hidden), TokenModality: batch.Modality));
+            return VisualChatModel.ShiftedLoss(output.Logits, batch.Labels).Loss;
         });
         return (lm, loss);
     }
 
     /// <summary>
-    /// The LM pretraining loop shared by the demo and the ablation: <see cref="DemoRecipe.LmSteps"/> AdamW steps, each on
+    /// The LM pretraining run shared by the demo and the ablation: <see cref="DemoRecipe.LmSteps"/> trainer steps, each on
     /// <see cref="DemoRecipe.LmBatch"/> conversations never seen before (text is free to generate), encoded with the
-    /// recipe's image slots; <paramref name="loss"/> turns them into the step's loss inside the step's dispose scope.
-    /// Freezes the LM afterwards and returns the last loss.
+    /// recipe's image slots; <paramref name="loss"/> turns them into the step's loss. Freezes the LM afterwards and
+    /// returns the last loss.
     /// </summary>
     public static float TrainOnFreshConversations(DemoRecipe recipe, LlamaForCausalLM lm, SentencePieceTokenizer tokenizer,
-        ConversationTemplate template, string label, TextWriter log, Func<DemoSample[], Tensor> loss)
+        ConversationTemplate template, string label, string runDir, TextWriter log, Func<DemoSample[], Tensor> loss)
     {
         lm.train();
         var generator = new ShapesConversationGenerator(recipe.Seed + 22);
-        using var optimization = new DemoOptimization(lm.parameters(), recipe.LmLearningRate, recipe.LmSteps, recipe.WarmupSteps,
-            weightDecay: recipe.WeightDecay);
-        float last = float.NaN;
-        var clock = Stopwatch.StartNew();
-        for (int step = 0; step < recipe.LmSteps; step++)
-        {
-            var samples = Enumerable.Range(step * recipe.LmBatch, recipe.LmBatch)
-                .Select(i => DemoSamples.Encode(generator.Generate(i), template, tokenizer, recipe.ImageTokens)).ToArray();
-            using var scope = NewDisposeScope();
-            last = optimization.Step(step, loss(samples));
-            if (step % 250 == 0 || step == recipe.LmSteps - 1)
-                log.WriteLine($"  {label} step {step,4}: loss {last:F4} ({clock.Elapsed.TotalSeconds:F0} s)");
-        }
-        foreach (var p in lm.parameters()) p.requires_grad = false;
-        lm.eval();
-        return last;
+        var config = DemoPretraining.Config(recipe, recipe.LmSteps, recipe.LmLearningRate, recipe.Seed + 22, runDir);
+        return DemoPretraining.Train(config, lm, recipe.LmSteps,
+            step => Enumerable.Range(step * recipe.LmBatch, recipe.LmBatch)
+                .Select(i => DemoSamples.Encode(generator.Generate(i), template, tokenizer, recipe.ImageTokens)).ToArray(),
+            loss, label, log);
     }
 }

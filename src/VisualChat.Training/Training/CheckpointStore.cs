@@ -26,10 +26,18 @@ public static class CheckpointStore
         var final = Path.Combine(runDir, name);
         var temporary = Path.Combine(runDir, $"{name}.tmp-{Guid.NewGuid():N}");
         Directory.CreateDirectory(temporary);
-        writeFiles(temporary);
-        manifest["complete"] = true;
-        File.WriteAllText(Path.Combine(temporary, ManifestFile), manifest.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-        foreach (var file in Directory.GetFiles(temporary)) Fsync(file);
+        try
+        {
+            writeFiles(temporary);
+            manifest["complete"] = true;
+            File.WriteAllText(Path.Combine(temporary, ManifestFile), manifest.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            foreach (var file in Directory.GetFiles(temporary)) Fsync(file);
+        }
+        catch
+        {
+            try { Directory.Delete(temporary, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
         string? old = null;
         if (Directory.Exists(final))
         {
@@ -59,10 +67,56 @@ public static class CheckpointStore
             return new CheckpointInfo(folder, Path.GetFileName(folder), manifest["step"]!.GetValue<long>(), manifest["epoch"]!.GetValue<int>(),
                 manifest["metrics"]?["eval_loss"]?.GetValue<double>());
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or NullReferenceException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or NullReferenceException or IOException)
         {
             return null;
         }
+    }
+
+    /// <summary>
+    /// Cleans what killed runs left in <paramref name="runDir"/>: when <c>name/</c> is missing (a kill between the two
+    /// renames), the newest complete <c>name.tmp-*</c> or <c>name.old-*</c> copy (by its manifest's step) becomes
+    /// <c>name/</c>; every other temporary or replaced folder is deleted. Returns what was done, for the log.
+    /// </summary>
+    public static IReadOnlyList<string> Recover(string runDir)
+    {
+        var actions = new List<string>();
+        if (!Directory.Exists(runDir)) return actions;
+        var leftovers = Directory.GetDirectories(runDir)
+            .Select(d => (Path: d, Name: Path.GetFileName(d)))
+            .Select(d => (d.Path, Base: BaseName(d.Name)))
+            .Where(d => d.Base is not null)
+            .GroupBy(d => d.Base!, StringComparer.Ordinal);
+        foreach (var group in leftovers)
+        {
+            var final = Path.Combine(runDir, group.Key);
+            if (!Directory.Exists(final))
+            {
+                var newest = group.Select(d => TryRead(d.Path)).OfType<CheckpointInfo>()
+                    .OrderBy(c => c.Step).ThenBy(c => Directory.GetLastWriteTimeUtc(c.Path)).LastOrDefault();
+                if (newest is not null)
+                {
+                    Directory.Move(newest.Path, final);
+                    actions.Add($"completed the interrupted checkpoint write {Path.GetFileName(newest.Path)} → {group.Key}/ (step {newest.Step})");
+                }
+            }
+            foreach (var (path, _) in group.Where(d => Directory.Exists(d.Path)))
+            {
+                Directory.Delete(path, recursive: true);
+                actions.Add($"removed the leftover folder {Path.GetFileName(path)} of an interrupted run");
+            }
+        }
+        return actions;
+    }
+
+    static string? BaseName(string folderName)
+    {
+        foreach (var marker in new[] { ".tmp-", ".old-" })
+        {
+            int at = folderName.LastIndexOf(marker, StringComparison.Ordinal);
+            if (at > 0) return folderName[..at];
+        }
+        return null;
     }
 
     /// <summary>Every complete checkpoint in the run dir (temporary and half-replaced folders are skipped).</summary>

@@ -42,3 +42,12 @@ public interface ITrainer : IDisposable
     Action<string>? Log { get; set; }
     TrainingSummary Run(CancellationToken cancellationToken = default);
 }
+
+/// <summary>Training data that drops samples it cannot load (undecodable image, bad record) instead of failing.</summary>
+public interface ISkippedSamples
+{
+    /// <summary>"file#record: reason" of every distinct sample dropped so far.</summary>
+    IReadOnlyCollection<string> SkippedSamples { get; }
+    /// <summary>Training batches passed over so far because none of their samples loaded.</summary>
+    int EmptyTrainBatches { get; }
+}

@@ -10,8 +10,13 @@ namespace VisualChat.Training;
 /// from <see cref="BatchPlanner"/> (shuffled under (seed, epoch)), so a resumed run sees exactly the same batches.
 /// </summary>
 public sealed class TextLmData(IReadOnlyList<TokenizedSample> train, IReadOnlyList<TokenizedSample> eval, int batchSize, int evalBatchSize, long seed, Collator collator)
-    : ITrainingData<TrainingBatch>
+    : ITrainingData<TrainingBatch>, ISkippedSamples
 {
+    /// <summary>Records skipped while reading ("file:line: reason").</summary>
+    public IReadOnlyList<string> Skipped { get; init; } = [];
+    IReadOnlyCollection<string> ISkippedSamples.SkippedSamples => Skipped;
+    int ISkippedSamples.EmptyTrainBatches => 0;
+
     public IReadOnlyList<TokenizedSample> Train { get; } = train;
     public IReadOnlyList<TokenizedSample> Eval { get; } = eval;
     public bool HasEval => Eval.Count > 0;
@@ -47,32 +52,43 @@ public sealed class TextLmData(IReadOnlyList<TokenizedSample> train, IReadOnlyLi
 
     /// <summary>
     /// Reads a JSONL file whose records have a <c>text</c> string; each becomes BOS + tokens + EOS, cut to
-    /// <paramref name="maxSeqLen"/>. Records without text are an error naming the line.
+    /// <paramref name="maxSeqLen"/>. A line that is not JSON or has no text is skipped and added to
+    /// <paramref name="skipped"/> as "file:line: reason" (without that list it is an error naming the line);
+    /// <paramref name="recordsRead"/> gets the number of non-blank lines.
     /// </summary>
-    public static List<TokenizedSample> ReadJsonl(string path, ITokenizer tokenizer, int maxSeqLen)
+    public static List<TokenizedSample> ReadJsonl(string path, ITokenizer tokenizer, int maxSeqLen, List<string>? skipped = null, Action<int>? recordsRead = null)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Training text file '{path}' does not exist.", path);
         var samples = new List<TokenizedSample>();
-        int lineNumber = 0;
+        int lineNumber = 0, records = 0;
         foreach (var line in File.ReadLines(path))
         {
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line)) continue;
-            string? text;
+            records++;
+            string? text, problem = null;
             try
             {
                 using var doc = JsonDocument.Parse(line);
                 text = doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+                if (text is null) problem = "expected an object with a \"text\" string";
             }
             catch (JsonException e)
             {
-                throw new InvalidDataException($"{path}:{lineNumber}: not valid JSON ({e.Message}).");
+                text = null;
+                problem = $"not valid JSON ({e.Message})";
             }
-            if (text is null) throw new InvalidDataException($"{path}:{lineNumber}: expected an object with a \"text\" string.");
-            var ids = tokenizer.Encode(text, addBos: true, addEos: true).Take(maxSeqLen).ToArray();
+            if (problem is not null)
+            {
+                if (skipped is null) throw new InvalidDataException($"{path}:{lineNumber}: {problem}.");
+                skipped.Add($"{path}:{lineNumber}: {problem}");
+                continue;
+            }
+            var ids = tokenizer.Encode(text!, addBos: true, addEos: true).Take(maxSeqLen).ToArray();
             if (ids.Length < 2) continue;
             samples.Add(Sample(ids, path, lineNumber.ToString(System.Globalization.CultureInfo.InvariantCulture)));
         }
+        recordsRead?.Invoke(records);
         if (samples.Count == 0) throw new InvalidDataException($"{path} holds no text records with at least 2 tokens.");
         return samples;
     }

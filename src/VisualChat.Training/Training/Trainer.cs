@@ -15,11 +15,11 @@ public sealed class TrainingDivergedException(string message) : Exception(messag
 /// <summary>How a run ended.</summary>
 public sealed record TrainingSummary(
     long Steps, int Epochs, TimeSpan WallTime, double? BestEvalLoss, double? FinalEvalLoss, double? LastLoss,
-    long SkippedSteps, long SkippedBatches, bool Interrupted, IReadOnlyList<string> Checkpoints, string RunDir)
+    long SkippedSteps, long SkippedBatches, bool Interrupted, IReadOnlyList<string> Checkpoints, string RunDir, long SkippedSamples = 0)
 {
     public override string ToString() =>
         $"{(Interrupted ? "interrupted" : "finished")} after {Steps} steps ({Epochs} epochs) in {WallTime:hh\\:mm\\:ss}; " +
-        $"last loss {LastLoss:F4}, best eval loss {(BestEvalLoss is { } b ? b.ToString("F4") : "n/a")}, skipped {SkippedSteps} steps / {SkippedBatches} batches; " +
+        $"last loss {LastLoss:F4}, best eval loss {(BestEvalLoss is { } b ? b.ToString("F4") : "n/a")}, skipped {SkippedSteps} steps / {SkippedBatches} batches / {SkippedSamples} unloadable samples; " +
         $"checkpoints: {(Checkpoints.Count == 0 ? "none" : string.Join(", ", Checkpoints))}";
 }
 
@@ -43,11 +43,20 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
     readonly MetricsLog _metrics;
     readonly List<string> _checkpoints = [];
     readonly string? _precisionWarning;
+    readonly List<string> _startupNotes = [];
+    /// <summary>Outcome (true = skipped for NaN/Inf) of the last <see cref="DivergenceWindow"/> batches, for on_nan: skip.</summary>
+    readonly Queue<bool> _recentBatches = new();
+    /// <summary>Unloadable samples recorded by the checkpoint a run resumed from.</summary>
+    readonly HashSet<string> _restoredSkippedSamples = new(StringComparer.Ordinal);
+
+    /// <summary>Batches over which on_nan: skip measures the skipped share (max_nan_skip_fraction).</summary>
+    public const int DivergenceWindow = 20;
 
     long _step;
     int _epoch;
     int _batchInEpoch;
     long _skippedBatches;
+    int _emptyBatchesSeen;
     double? _bestEvalLoss;
     double? _lastEvalLoss;
     double? _lastLoss;
@@ -80,6 +89,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         _manifestExtras = manifestExtras ?? new JsonObject();
         RunDir = Path.GetFullPath(config.OutputDir);
         Directory.CreateDirectory(RunDir);
+        _startupNotes.AddRange(CheckpointStore.Recover(RunDir));
+        PrepareRunDir();
 
         var device = torch.device(config.Device);
         _storageDtype = ResolvePrecision(config.Precision, device, out _precisionWarning);
@@ -118,6 +129,25 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         _metrics = new MetricsLog(Path.Combine(RunDir, "metrics.jsonl"));
     }
 
+    /// <summary>A new run (resume: none) refuses an output_dir holding another run's checkpoints or metrics, unless
+    /// overwrite is set (then they are deleted), so metrics.jsonl never mixes two runs.</summary>
+    void PrepareRunDir()
+    {
+        if (_config.Resume is not ("none" or "")) return;
+        var metricsPath = Path.Combine(RunDir, "metrics.jsonl");
+        var checkpoints = CheckpointStore.List(RunDir);
+        bool used = checkpoints.Count > 0 || (File.Exists(metricsPath) && new FileInfo(metricsPath).Length > 0);
+        if (!used) return;
+        if (!_config.Overwrite)
+            throw new TrainingConfigException(
+                $"Training config key 'output_dir' = {RunDir} already holds a run ({(checkpoints.Count > 0 ? "checkpoints " + string.Join(", ", checkpoints.Select(c => c.Name)) : "metrics.jsonl")}); " +
+                "continue it with --resume auto, start over with --overwrite (deletes its checkpoints and metrics), or choose another output_dir.");
+        foreach (var checkpoint in checkpoints) Directory.Delete(checkpoint.Path, recursive: true);
+        foreach (var file in new[] { metricsPath, Path.Combine(RunDir, "loss.png") })
+            if (File.Exists(file)) File.Delete(file);
+        _startupNotes.Add($"overwrite: deleted the previous run's {checkpoints.Count} checkpoint(s) and metrics in {RunDir}");
+    }
+
     int StepsPerEpoch(int epoch) => (_data.BatchesPerEpoch(epoch) + _config.GradientAccumulationSteps - 1) / _config.GradientAccumulationSteps;
 
     /// <summary>fp32, or the half type frozen weights are stored in; <c>auto</c> is fp32 on CPU (half matmuls are slow there).</summary>
@@ -140,6 +170,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
     {
         var wall = Stopwatch.StartNew();
         if (_precisionWarning is not null) Log?.Invoke(_precisionWarning);
+        foreach (var note in _startupNotes) Log?.Invoke(note);
         ResumeIfAsked();
         bool interrupted = false;
         if (_step == 0 && _batchInEpoch == 0 && _epoch == 0 && _data.HasEval) RecordEval(Evaluate());
@@ -159,9 +190,13 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
             _model.Module.train();
             throughputClock.Restart();
             // Cancellation is honoured only at optimizer-step boundaries (below), so that a resumable checkpoint can follow.
-            foreach (var batch in _data.TrainBatches(_epoch, _batchInEpoch, CancellationToken.None))
+            foreach (var (item, end) in WithEnd(_data.TrainBatches(_epoch, _batchInEpoch, CancellationToken.None)))
             {
-                using (batch)
+                // Plan batches the data passed over because none of their samples loaded still count as consumed,
+                // so the position (and a resume from it) stays on the plan.
+                _batchInEpoch += EmptyBatchesPassed();
+                if (!end)
+                using (var batch = item!)
                 {
                     manual_seed((long)(StableRandom.Hash(_config.Seed, "micro-batch", _step, micro) >> 1));
                     using var scope = NewDisposeScope();
@@ -176,6 +211,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                             throw new TrainingDivergedException($"Loss is {value} at step {_step + 1} (epoch {_epoch}, batch {_batchInEpoch - 1}); samples: {ids}. Lower learning_rate, check the data, or set on_nan: skip.");
                         _skippedBatches++;
                         Log?.Invoke($"skipped batch {_batchInEpoch - 1} of epoch {_epoch} (loss {value}); samples: {ids}");
+                        RecordBatchOutcome(skipped: true);
                     }
                     else
                     {
@@ -183,11 +219,12 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                         loss.mul(lossScale).backward();
                         lossSum += value;
                         micro++;
+                        RecordBatchOutcome(skipped: false);
                         tokens += result.Tokens;
                         images += result.Images;
                     }
                 }
-                bool lastOfEpoch = _batchInEpoch >= batchesInEpoch;
+                bool lastOfEpoch = end || _batchInEpoch >= batchesInEpoch;
                 if (micro < accumulation && !lastOfEpoch) continue;
                 if (micro == 0) continue;
                 var metrics = OptimizerStep(lossSum / micro, micro, accumulation);
@@ -226,7 +263,52 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         if (interrupted) SaveCheckpoint("latest");
         else if (_config.SaveFinal) SaveCheckpoint("final");
         return new TrainingSummary(_step, _epoch, wall.Elapsed, _bestEvalLoss, _lastEvalLoss, _lastLoss, _scaler.SkippedSteps, _skippedBatches,
-            interrupted, _checkpoints.Distinct().ToList(), RunDir);
+            interrupted, _checkpoints.Distinct().ToList(), RunDir, SkippedSamples().Count);
+    }
+
+    static IEnumerable<(T? Item, bool End)> WithEnd<T>(IEnumerable<T> items)
+    {
+        foreach (var item in items) yield return (item, false);
+        yield return (default, true);
+    }
+
+    int EmptyBatchesPassed()
+    {
+        if (_data is not ISkippedSamples data) return 0;
+        int passed = data.EmptyTrainBatches - _emptyBatchesSeen;
+        _emptyBatchesSeen = data.EmptyTrainBatches;
+        return passed;
+    }
+
+    /// <summary>Distinct unloadable samples of this run, resumed sessions included ("file#record: reason").</summary>
+    public IReadOnlyCollection<string> SkippedSamples()
+    {
+        var all = new HashSet<string>(_restoredSkippedSamples, StringComparer.Ordinal);
+        if (_data is ISkippedSamples data) all.UnionWith(data.SkippedSamples);
+        return all;
+    }
+
+    /// <summary>on_nan: skip tolerates occasional bad batches, not a diverged run: past max_nan_skip_fraction of the
+    /// last <see cref="DivergenceWindow"/> batches the run fails (no final/ or best/ is written).</summary>
+    void RecordBatchOutcome(bool skipped)
+    {
+        _recentBatches.Enqueue(skipped);
+        while (_recentBatches.Count > DivergenceWindow) _recentBatches.Dequeue();
+        int count = _recentBatches.Count(b => b);
+        if (count > _config.MaxNanSkipFraction * DivergenceWindow)
+            throw new TrainingDivergedException(
+                $"The run diverged: {count} of the last {_recentBatches.Count} batches had a NaN/Inf loss or gradient at step {_step + 1} (epoch {_epoch}), " +
+                $"more than max_nan_skip_fraction = {_config.MaxNanSkipFraction:P0} of {DivergenceWindow}. Lower learning_rate (it is {_config.LearningRate:G3}) " +
+                $"and resume from the last good checkpoint ({CheckpointStore.Latest(RunDir)?.Path ?? "none yet"}) or start over; no final/ or best/ was written.");
+    }
+
+    /// <summary>final/ and best/ are what users deploy: never written from weights that are no longer finite.</summary>
+    void EnsureFiniteWeights(string checkpoint)
+    {
+        using var scope = NewDisposeScope();
+        foreach (var (name, _, master) in _trainable)
+            if (!master.isfinite().all().item<bool>())
+                throw new TrainingDivergedException($"The run diverged: trainable tensor '{name}' holds NaN/Inf at step {_step}; {checkpoint}/ was not written. Lower learning_rate and resume from the last good checkpoint.");
     }
 
     StepMetrics OptimizerStep(double meanLoss, int microBatches, int accumulation)
@@ -250,7 +332,11 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         if (!finite && !_scaler.Enabled && _config.OnNan == "stop")
             throw new TrainingDivergedException($"Gradient norm is {gradNorm} at step {_step + 1} (epoch {_epoch}, batch {_batchInEpoch - 1}). Lower learning_rate or set on_nan: skip.");
         bool apply = _scaler.Update(finite);
-        if (!apply && !_scaler.Enabled) _skippedBatches += microBatches;
+        if (!apply && !_scaler.Enabled)
+        {
+            _skippedBatches += microBatches;
+            for (int i = 0; i < microBatches; i++) RecordBatchOutcome(skipped: true);
+        }
         double lr = 0;
         if (apply)
         {
@@ -273,7 +359,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         _lastLoss = meanLoss;
         return new StepMetrics {
             Step = _step, Loss = meanLoss, LearningRate = lr, GradNorm = gradNorm, LossScale = _scaler.Scale,
-            Skipped = _scaler.SkippedSteps, SkippedBatches = _skippedBatches, TotalSteps = TotalSteps,
+            Skipped = _scaler.SkippedSteps, SkippedBatches = _skippedBatches, TotalSteps = TotalSteps, SkippedSamples = SkippedSamples().Count,
         };
     }
 
@@ -307,7 +393,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
     {
         _lastEvalLoss = evalLoss;
         var metrics = new StepMetrics { Kind = "eval", Step = _step, Epoch = _epoch, EvalLoss = evalLoss, TotalSteps = TotalSteps,
-            Skipped = _scaler.SkippedSteps, SkippedBatches = _skippedBatches };
+            Skipped = _scaler.SkippedSteps, SkippedBatches = _skippedBatches, SkippedSamples = SkippedSamples().Count };
         _metrics.Append(metrics);
         Progress?.Invoke(metrics);
     }
@@ -317,6 +403,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
 
     public string SaveCheckpoint(string name)
     {
+        if (name is "final" or "best") EnsureFiniteWeights(name);
+        var skippedSamples = SkippedSamples().Order(StringComparer.Ordinal).ToList();
         var manifest = new JsonObject {
             ["format"] = "visualchat-training-checkpoint/1",
             ["step"] = _step,
@@ -326,7 +414,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
             ["trainable"] = new JsonArray(_trainable.Select(t => (JsonNode)JsonValue.Create(t.Name)).ToArray()),
             ["lora"] = _config.LoraDim > 0 ? new JsonObject { ["lora_dim"] = _config.LoraDim, ["lora_alpha"] = _config.LoraAlpha ?? _config.LoraDim,
                 ["lora_module_name"] = new JsonArray(_config.LoraModuleName.Select(n => (JsonNode)JsonValue.Create(n)).ToArray()) } : null,
-            ["training_config"] = JsonNode.Parse(_config.ToJson()),
+            // Absolute paths: export and resume must work from any working directory.
+            ["training_config"] = JsonNode.Parse(_config.WithAbsolutePaths().ToJson()),
         };
         foreach (var (key, value) in _manifestExtras) manifest[key] = value?.DeepClone();
         var path = CheckpointStore.Write(RunDir, name, folder =>
@@ -342,6 +431,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                 ["total_steps"] = TotalSteps, ["loss_scale"] = _scaler.Scale, ["good_steps"] = _scaler.GoodSteps,
                 ["skipped_steps"] = _scaler.SkippedSteps, ["skipped_batches"] = _skippedBatches,
                 ["best_eval_loss"] = Finite(_bestEvalLoss), ["last_eval_loss"] = Finite(_lastEvalLoss), ["last_loss"] = Finite(_lastLoss),
+                ["skipped_sample_count"] = skippedSamples.Count,
+                ["skipped_samples"] = new JsonArray(skippedSamples.Select(v => (JsonNode)JsonValue.Create(v)).ToArray()),
             };
             File.WriteAllText(Path.Combine(folder, CheckpointStore.StateFile), trainerState.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         }, manifest);
@@ -362,13 +453,50 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         if (resume == "auto")
         {
             folder = CheckpointStore.Latest(RunDir)?.Path;
-            if (folder is null) { Log?.Invoke($"resume: auto found no complete checkpoint in {RunDir}; starting fresh"); return; }
+            if (folder is null)
+            {
+                Log?.Invoke($"resume: auto found no complete checkpoint in {RunDir}; starting fresh");
+                _metrics.TruncateAfter(-1);
+                return;
+            }
         }
         else folder = resume;
         if (CheckpointStore.TryRead(folder) is null)
             throw new TrainingConfigException($"Training config key 'resume' = {folder}: not a complete checkpoint folder (no {CheckpointStore.ManifestFile} with complete: true).");
+        CheckResumeConfig(folder);
         Restore(folder);
         Log?.Invoke($"resumed from {folder} at step {_step}, epoch {_epoch}, batch {_batchInEpoch}");
+    }
+
+    /// <summary>
+    /// Compares the checkpoint's training config with this run's: settings that change the data order, the model or the
+    /// optimizer refuse to resume (unless resume_force), listing every difference; harmless ones are reported.
+    /// </summary>
+    void CheckResumeConfig(string folder)
+    {
+        var manifestPath = Path.Combine(folder, CheckpointStore.ManifestFile);
+        TrainingConfig stored;
+        try
+        {
+            var node = JsonNode.Parse(File.ReadAllText(manifestPath))?["training_config"];
+            if (node is null) { Log?.Invoke($"resume: {manifestPath} stores no training config; cannot check it against this run's"); return; }
+            stored = TrainingConfig.Parse(node.ToJsonString(), manifestPath);
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            throw new TrainingConfigException($"{manifestPath} is unreadable ({e.Message}); resume from another checkpoint or start a new run.");
+        }
+        var differences = TrainingConfig.Differences(stored, _config);
+        static string Show(IEnumerable<(string Key, string Stored, string Current, bool Safe)> list) =>
+            string.Join(", ", list.Select(d => $"{d.Key} {d.Stored} → {d.Current}"));
+        var unsafeChanges = differences.Where(d => !d.Safe).ToList();
+        var safeChanges = differences.Where(d => d.Safe && d.Key is not ("resume" or "resume_force" or "overwrite")).ToList();
+        if (unsafeChanges.Count > 0 && !_config.ResumeForce)
+            throw new TrainingConfigException(
+                $"Cannot resume {folder}: these settings differ from the checkpoint's and change the data order, the model or the optimizer: {Show(unsafeChanges)}. " +
+                "Resume with the run's settings, or pass --resume-force (set resume_force: true) to continue anyway (the result will differ from an uninterrupted run).");
+        if (unsafeChanges.Count > 0) Log?.Invoke($"resume: forced despite changed settings: {Show(unsafeChanges)}");
+        if (safeChanges.Count > 0) Log?.Invoke($"resume: changed settings (allowed): {Show(safeChanges)}");
     }
 
     /// <summary>Loads trainable weights, optimizer state, loss scale, counters and the data position.</summary>
@@ -388,17 +516,28 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         using (var optimizerState = TensorFiles.Open(Path.Combine(folder, CheckpointStore.OptimizerFile)))
         using (var scope = NewDisposeScope())
             _optimizer.LoadState(name => optimizerState.Contains(name) ? optimizerState.Read(name) : null);
-        var state = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, CheckpointStore.StateFile)))!.AsObject();
-        if (state["seed"]!.GetValue<long>() != _config.Seed)
-            throw new TrainingConfigException($"Training config key 'seed' = {_config.Seed} differs from the checkpoint's seed {state["seed"]}; resuming would change the data order.");
-        _step = state["global_step"]!.GetValue<long>();
-        _epoch = state["epoch"]!.GetValue<int>();
-        _batchInEpoch = state["batch_in_epoch"]!.GetValue<int>();
-        _skippedBatches = state["skipped_batches"]!.GetValue<long>();
-        _bestEvalLoss = state["best_eval_loss"]?.GetValue<double>();
-        _lastEvalLoss = state["last_eval_loss"]?.GetValue<double>();
-        _lastLoss = state["last_loss"]?.GetValue<double>();
-        _scaler.Restore(state["loss_scale"]!.GetValue<double>(), state["good_steps"]!.GetValue<int>(), state["skipped_steps"]!.GetValue<int>());
+        var statePath = Path.Combine(folder, CheckpointStore.StateFile);
+        try
+        {
+            var state = JsonNode.Parse(File.ReadAllText(statePath))!.AsObject();
+            if (state["seed"]!.GetValue<long>() != _config.Seed && !_config.ResumeForce)
+                throw new TrainingConfigException($"Training config key 'seed' = {_config.Seed} differs from the checkpoint's seed {state["seed"]}; resuming would change the data order.");
+            _step = state["global_step"]!.GetValue<long>();
+            _epoch = state["epoch"]!.GetValue<int>();
+            _batchInEpoch = state["batch_in_epoch"]!.GetValue<int>();
+            _skippedBatches = state["skipped_batches"]!.GetValue<long>();
+            _bestEvalLoss = state["best_eval_loss"]?.GetValue<double>();
+            _lastEvalLoss = state["last_eval_loss"]?.GetValue<double>();
+            _lastLoss = state["last_loss"]?.GetValue<double>();
+            _scaler.Restore(state["loss_scale"]!.GetValue<double>(), state["good_steps"]!.GetValue<int>(), state["skipped_steps"]!.GetValue<int>());
+            _restoredSkippedSamples.Clear();
+            if (state["skipped_samples"] is JsonArray skipped)
+                foreach (var entry in skipped) if (entry?.GetValue<string>() is { } text) _restoredSkippedSamples.Add(text);
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException or FormatException or KeyNotFoundException)
+        {
+            throw new InvalidDataException($"{statePath} is damaged ({e.GetType().Name}: {e.Message}); resume from another checkpoint (--resume DIR) or start over with --overwrite.");
+        }
         _metrics.TruncateAfter(_step);
     }
 

@@ -79,11 +79,26 @@ public sealed class TrainingConfig
     [JsonPropertyName("log_every_steps")] public int LogEverySteps { get; set; } = 10;
     /// <summary>stop | skip: what a NaN/Inf loss does.</summary>
     [JsonPropertyName("on_nan")] public string OnNan { get; set; } = "stop";
+    /// <summary>on_nan: skip stops the run (as diverged) once more than this share of the last
+    /// <see cref="Trainer{TBatch}.DivergenceWindow"/> batches was skipped.</summary>
+    [JsonPropertyName("max_nan_skip_fraction")] public double MaxNanSkipFraction { get; set; } = 0.1;
+    /// <summary>llama-lm: share of train_data/eval_data records that may be skipped (bad JSON, no text) before the run stops.</summary>
+    [JsonPropertyName("max_skip_fraction")] public double MaxSkipFraction { get; set; } = 0.05;
     /// <summary>none | auto | a checkpoint folder.</summary>
     [JsonPropertyName("resume")] public string Resume { get; set; } = "none";
+    /// <summary>Resume even though settings that change the data order or the optimizer differ from the checkpoint's.</summary>
+    [JsonPropertyName("resume_force")] public bool ResumeForce { get; set; }
+    /// <summary>Start a new run in an output_dir that holds one (its checkpoints and metrics are deleted first).</summary>
+    [JsonPropertyName("overwrite")] public bool Overwrite { get; set; }
     [JsonPropertyName("device")] public string Device { get; set; } = "cpu";
     /// <summary>Recompute each LLaMA decoder layer in backward instead of keeping its activations (less memory, ~1/3 more compute).</summary>
     [JsonPropertyName("gradient_checkpointing")] public bool GradientCheckpointing { get; set; }
+
+    /// <summary>visualchat: MiB of encoder outputs kept in memory, keyed by image content, so a frozen encoder runs once
+    /// per distinct image instead of once per epoch (0 = off; ignored when LoRA or unfreeze trains the encoder). Worth it
+    /// when the encoder's cost matters and its features of all training images fit in the budget (least recently used
+    /// ones are evicted beyond it).</summary>
+    [JsonPropertyName("vision_feature_cache_mb")] public int VisionFeatureCacheMb { get; set; }
 
     public static readonly string[] Schedules = ["linear", "cosine", "constant", "constant_with_warmup"];
     public static readonly string[] Precisions = ["auto", "fp32", "bf16", "fp16"];
@@ -174,10 +189,64 @@ public sealed class TrainingConfig
         Require(EvalEverySteps >= 0, "eval_every_steps", EvalEverySteps, "must be >= 0 (0 = only per epoch)");
         Require(SaveEveryEpochs >= 0, "save_every_epochs", SaveEveryEpochs, "must be >= 0 (0 = only final)");
         Require(SaveEverySteps >= 0, "save_every_steps", SaveEverySteps, "must be >= 0");
+        Require(VisionFeatureCacheMb >= 0, "vision_feature_cache_mb", VisionFeatureCacheMb, "must be >= 0 (0 = no feature cache)");
         Require(LogEverySteps >= 1, "log_every_steps", LogEverySteps, "must be >= 1");
         Require(OnNan is "stop" or "skip", "on_nan", OnNan, "stop or skip");
+        Require(MaxNanSkipFraction >= 0 && MaxNanSkipFraction <= 1, "max_nan_skip_fraction", MaxNanSkipFraction, "must be in [0, 1]");
+        Require(MaxSkipFraction >= 0 && MaxSkipFraction <= 1, "max_skip_fraction", MaxSkipFraction, "must be in [0, 1]");
         Require(!string.IsNullOrWhiteSpace(OutputDir), "output_dir", OutputDir, "must be a folder path");
         Require(!string.IsNullOrWhiteSpace(Resume), "resume", Resume, "none, auto or a checkpoint folder");
+    }
+
+    /// <summary>Settings that do not change the data order, the model or the optimizer: a resumed run may change them.</summary>
+    public static readonly IReadOnlySet<string> ResumeSafeKeys = new HashSet<string>(StringComparer.Ordinal) {
+        "output_dir", "resume", "resume_force", "overwrite", "log_every_steps", "eval_every_steps", "save_every_epochs",
+        "save_every_steps", "save_final", "device", "on_nan", "max_nan_skip_fraction", "max_skip_fraction",
+        "per_device_eval_batch_size", "gradient_checkpointing",
+    };
+
+    /// <summary>A copy whose file and folder paths are absolute (resolved against the current directory), so a
+    /// checkpoint's stored config works from any working directory.</summary>
+    public TrainingConfig WithAbsolutePaths()
+    {
+        var copy = JsonSerializer.Deserialize<TrainingConfig>(ToJson(), ReadOptions)!;
+        static string? Full(string? path) => path is null || path.Length == 0 ? path : System.IO.Path.GetFullPath(path);
+        copy.TrainData = Full(copy.TrainData);
+        copy.EvalData = Full(copy.EvalData);
+        copy.DataConfig = Full(copy.DataConfig);
+        copy.OutputDir = Full(copy.OutputDir)!;
+        copy.Model.Lm = Full(copy.Model.Lm);
+        copy.Model.Vision = Full(copy.Model.Vision);
+        copy.Model.Path = Full(copy.Model.Path);
+        copy.Model.Config = Full(copy.Model.Config);
+        copy.Model.Tokenizer = Full(copy.Model.Tokenizer);
+        if (copy.Resume is not ("none" or "auto" or "")) copy.Resume = Full(copy.Resume)!;
+        return copy;
+    }
+
+    /// <summary>Settings that differ between <paramref name="stored"/> and <paramref name="current"/> as
+    /// (key, stored value, new value, safe to change on resume), keys flattened as in <c>--set</c>.</summary>
+    public static IReadOnlyList<(string Key, string Stored, string Current, bool Safe)> Differences(TrainingConfig stored, TrainingConfig current)
+    {
+        var a = Flatten(JsonNode.Parse(stored.WithAbsolutePaths().ToJson())!.AsObject());
+        var b = Flatten(JsonNode.Parse(current.WithAbsolutePaths().ToJson())!.AsObject());
+        var differences = new List<(string, string, string, bool)>();
+        foreach (var key in a.Keys.Union(b.Keys).Order(StringComparer.Ordinal))
+        {
+            var x = a.GetValueOrDefault(key) ?? "null";
+            var y = b.GetValueOrDefault(key) ?? "null";
+            if (x != y) differences.Add((key, x, y, ResumeSafeKeys.Contains(key)));
+        }
+        return differences;
+    }
+
+    static Dictionary<string, string> Flatten(JsonObject root, string prefix = "")
+    {
+        var flat = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (key, value) in root)
+            if (value is JsonObject child) foreach (var (k, v) in Flatten(child, prefix + key + ".")) flat[k] = v;
+            else flat[prefix + key] = value?.ToJsonString() ?? "null";
+        return flat;
     }
 
     /// <summary>Warmup steps out of num_warmup_steps or ceil(warmup_ratio · total), as HF's get_warmup_steps.</summary>

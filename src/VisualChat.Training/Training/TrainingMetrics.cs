@@ -20,6 +20,8 @@ public sealed record StepMetrics
     /// <summary>Optimizer steps skipped so far (overflow) and micro-batches skipped (NaN loss with on_nan: skip).</summary>
     [JsonPropertyName("skipped")] public long Skipped { get; init; }
     [JsonPropertyName("skipped_batches")] public long SkippedBatches { get; init; }
+    /// <summary>Distinct samples dropped so far because they could not be loaded (undecodable image, bad record).</summary>
+    [JsonPropertyName("skipped_samples")] public long SkippedSamples { get; init; }
     [JsonPropertyName("total_steps")] public long TotalSteps { get; init; }
     [JsonPropertyName("eta_s")] public double? EtaSeconds { get; init; }
 
@@ -32,7 +34,7 @@ public sealed record StepMetrics
     public string ToLogLine() => Kind == "eval"
         ? string.Create(CultureInfo.InvariantCulture, $"eval  step {Step}  epoch {Epoch:F2}  eval_loss {EvalLoss:F4}")
         : string.Create(CultureInfo.InvariantCulture,
-            $"step {Step}/{TotalSteps}  epoch {Epoch:F2}  loss {Loss:F4}  lr {LearningRate:E2}  grad_norm {GradNorm:F3}  tok/s {TokensPerSecond:F0}  img/s {ImagesPerSecond:F1}  scale {LossScale:G}  skipped {Skipped}/{SkippedBatches}  eta {FormatEta(EtaSeconds)}");
+            $"step {Step}/{TotalSteps}  epoch {Epoch:F2}  loss {Loss:F4}  lr {LearningRate:E2}  grad_norm {GradNorm:F3}  tok/s {TokensPerSecond:F0}  img/s {ImagesPerSecond:F1}  scale {LossScale:G}  skipped {Skipped}/{SkippedBatches}/{SkippedSamples}  eta {FormatEta(EtaSeconds)}");
 
     static string FormatEta(double? seconds) => seconds is { } s && double.IsFinite(s) ? TimeSpan.FromSeconds(Math.Round(s)).ToString() : "?";
 }

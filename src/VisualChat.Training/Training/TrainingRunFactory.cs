@@ -9,13 +9,13 @@ using VisualChat.Conversations;
 namespace VisualChat.Training;
 
 /// <summary>A ready-to-run trainer plus what it owns.</summary>
-public sealed class TrainingRun(ITrainer trainer, TorchSharp.torch.nn.Module owned) : IDisposable
+public sealed class TrainingRun(ITrainer trainer, TorchSharp.torch.nn.Module owned, IDisposable? alsoOwned = null) : IDisposable
 {
     public ITrainer Trainer { get; } = trainer;
     /// <summary>Parameters of the model being trained (all of them, frozen included).</summary>
     public long ModelParameters { get; } = owned.parameters().Sum(p => p.numel());
     public TrainingSummary Run(CancellationToken cancellationToken = default) => Trainer.Run(cancellationToken);
-    public void Dispose() { Trainer.Dispose(); owned.Dispose(); }
+    public void Dispose() { Trainer.Dispose(); owned.Dispose(); alsoOwned?.Dispose(); }
 }
 
 /// <summary>
@@ -79,11 +79,17 @@ public static class TrainingRunFactory
     static TrainingRun CreateLlamaLm(TrainingConfig config, Action<string>? log)
     {
         var tokenizer = TokenizerFactory.FromPath(config.Model.Tokenizer ?? config.Model.Path!);
-        var all = TextLmData.ReadJsonl(config.TrainData!, tokenizer, config.MaxSeqLen);
+        var skipped = new List<string>();
+        int records = 0;
+        var all = TextLmData.ReadJsonl(config.TrainData!, tokenizer, config.MaxSeqLen, skipped, count => records += count);
         var (train, eval) = config.EvalData is { } evalPath
-            ? (all, TextLmData.ReadJsonl(evalPath, tokenizer, config.MaxSeqLen))
+            ? (all, TextLmData.ReadJsonl(evalPath, tokenizer, config.MaxSeqLen, skipped, count => records += count))
             : TextLmData.Split(all, config.EvalFraction, config.Seed);
-        var data = new TextLmData(train, eval, config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, Collator.For(tokenizer));
+        foreach (var line in skipped) log?.Invoke($"skipped record {line}");
+        if (skipped.Count > config.MaxSkipFraction * records)
+            throw new DataQualityException($"{skipped.Count} of {records} text records were skipped, more than max_skip_fraction = {config.MaxSkipFraction:P1}; " +
+                $"fix them or raise max_skip_fraction. First: {string.Join("; ", skipped.Take(5))}");
+        var data = new TextLmData(train, eval, config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, Collator.For(tokenizer)) { Skipped = skipped };
 
         var configPath = config.Model.Config ?? Path.Combine(config.Model.Path!, "config.json");
         var llamaConfig = LlamaConfig.Load(configPath);
@@ -135,12 +141,10 @@ public static class TrainingRunFactory
         {
             AttentionModeName = section.AttentionMode,
             Projection = section.Projection,
-            VisionEncoder = vision.Encoder is Vision.QwenVisionTransformer ? "qwen" : "clip",
-            ClipVision = (vision.Encoder as Vision.ClipVisionModel)?.Config,
-            QwenVision = (vision.Encoder as Vision.QwenVisionTransformer)?.Config,
             LmVocabSize = lm.Config.VocabSize,
             ImageTokenId = imageTokenId,
         };
+        config.UseVisionEncoder(vision.Encoder);
         return new VisualChatModel(config, lm, vision.Encoder, seed) { Tokenizer = tokenizer, ImageProcessor = vision.Processor };
     }
 
@@ -162,7 +166,7 @@ public static class TrainingRunFactory
         log?.Invoke($"data: {train.Count} train / {eval.Count} eval samples from {dataConfig.DataSets.Count} data set(s); {mixed.Report.Skipped} records skipped");
         var processor = new Vision.ClipImageProcessor(model.ImageProcessor ?? Vision.ImageProcessorConfig.Clip224);
         var data = new VisualChatTrainingData(train, eval, encoder, Collator.For(tokenizer), processor,
-            config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed) { Log = log };
+            config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, maxSkipFraction: dataConfig.MaxSkipFraction) { Log = log };
 
         model.to(TorchSharp.torch.device(config.Device));
         model.lm.model.GradientCheckpointing = config.GradientCheckpointing;
@@ -181,6 +185,8 @@ public static class TrainingRunFactory
             model.VisionEncoder.Unfreeze();
             log?.Invoke("the vision encoder runs with gradients (LoRA or unfreeze selects some of its tensors)");
         }
+        else if (config.VisionFeatureCacheMb > 0)
+            model.FeatureCache = new Vision.VisionFeatureCache((long)config.VisionFeatureCacheMb << 20);
         var manifest = new JsonObject {
             ["model"] = new JsonObject {
                 ["kind"] = config.Model.Kind, ["path"] = Full(config.Model.Path), ["lm"] = Full(config.Model.Lm), ["vision"] = Full(config.Model.Vision),
@@ -189,7 +195,7 @@ public static class TrainingRunFactory
             ["data"] = new JsonObject { ["data_config"] = Full(config.DataConfig), ["train_samples"] = train.Count, ["eval_samples"] = eval.Count },
         };
         var trainer = new Trainer<VisualChatTrainingBatch>(trainable, data, config, manifest) { Log = log };
-        return new TrainingRun(trainer, model);
+        return new TrainingRun(trainer, model, model.FeatureCache);
     }
 
     static string? Full(string? path) => path is null ? null : Path.GetFullPath(path);

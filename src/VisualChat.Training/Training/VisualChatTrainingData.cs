@@ -11,9 +11,11 @@ namespace VisualChat.Training;
 /// Conversations → batches with pixels. Images are decoded and preprocessed on worker threads by the bounded
 /// prefetcher, so the trainer does not wait on local data; batch order per epoch comes from <see cref="BatchPlanner"/>
 /// under (seed, epoch), so a resumed run sees the same batches. A sample whose image cannot be decoded is dropped
-/// from its batch, counted and reported with its file and record id (a batch with no sample left is an error).
+/// from its batch, counted once and reported with its file and record id, in training and evaluation alike; a batch
+/// with no sample left is passed over (the next one takes its place). Past <c>max_skip_fraction</c> of all samples
+/// the run stops with a <see cref="DataQualityException"/> listing them.
 /// </summary>
-public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBatch>
+public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBatch>, ISkippedSamples
 {
     readonly IReadOnlyList<PreparedSample> _train, _eval;
     readonly SampleEncoder _encoder;
@@ -22,22 +24,26 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
     readonly int _batchSize, _evalBatchSize, _workers;
     readonly long _seed;
     readonly bool _groupByLength;
-    readonly ConcurrentQueue<string> _skipped = new();
+    readonly ConcurrentDictionary<string, string> _skipped = new(StringComparer.Ordinal);
+    readonly double _maxSkipFraction;
+    int _emptyTrainBatches;
 
     public VisualChatTrainingData(IReadOnlyList<PreparedSample> train, IReadOnlyList<PreparedSample> eval, SampleEncoder encoder, Collator collator,
-        ClipImageProcessor processor, int batchSize, int evalBatchSize, long seed, int workers = 2, bool groupByLength = false)
+        ClipImageProcessor processor, int batchSize, int evalBatchSize, long seed, int workers = 2, bool groupByLength = false, double maxSkipFraction = 1.0)
     {
         if (train.Count == 0) throw new InvalidDataException("The training data holds no samples after reading, splitting and truncation; see the data report.");
         (_train, _eval, _encoder, _collator, _processor) = (train, eval, encoder, collator, processor);
         (_batchSize, _evalBatchSize, _seed, _workers, _groupByLength) = (batchSize, evalBatchSize, seed, Math.Max(1, workers), groupByLength);
+        _maxSkipFraction = maxSkipFraction;
     }
 
     public bool HasEval => _eval.Count > 0;
     public int TrainSamples => _train.Count;
     public int EvalSamples => _eval.Count;
     /// <summary>"file#record: reason" of every sample dropped because an image failed to load.</summary>
-    public IReadOnlyCollection<string> SkippedSamples => _skipped;
+    public IReadOnlyCollection<string> SkippedSamples => _skipped.Select(kv => $"{kv.Key}: {kv.Value}").ToList();
     public Action<string>? Log { get; set; }
+    public int EmptyTrainBatches => _emptyTrainBatches;
 
     IReadOnlyList<int[]> Plan(int epoch) =>
         BatchPlanner.Plan(_train.Select(s => s.ExpandedLength).ToArray(), _batchSize, _seed, epoch, shuffle: true, groupByLength: _groupByLength);
@@ -45,12 +51,12 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
     public int BatchesPerEpoch(int epoch) => Plan(epoch).Count;
 
     public IEnumerable<VisualChatTrainingBatch> TrainBatches(int epoch, int skip, CancellationToken cancellationToken) =>
-        Load(_train, Plan(epoch).Skip(skip).ToList(), cancellationToken);
+        Load(_train, Plan(epoch).Skip(skip).ToList(), cancellationToken, train: true);
 
     public IEnumerable<VisualChatTrainingBatch> EvalBatches(CancellationToken cancellationToken) =>
-        Load(_eval, Enumerable.Range(0, _eval.Count).Chunk(_evalBatchSize).ToList(), cancellationToken);
+        Load(_eval, Enumerable.Range(0, _eval.Count).Chunk(_evalBatchSize).ToList(), cancellationToken, train: false);
 
-    IEnumerable<VisualChatTrainingBatch> Load(IReadOnlyList<PreparedSample> samples, IReadOnlyList<int[]> plan, CancellationToken cancellationToken)
+    IEnumerable<VisualChatTrainingBatch> Load(IReadOnlyList<PreparedSample> samples, IReadOnlyList<int[]> plan, CancellationToken cancellationToken, bool train)
     {
         var loader = new DataLoader<SampleImages>(samples, _encoder.Encode, _collator, DecodeImages, _workers);
         foreach (var loaded in loader.Read(plan, cancellationToken))
@@ -63,13 +69,16 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
                     if (loaded.Items[i].Error is { } error)
                     {
                         var source = string.Join("+", loaded.Batch.Samples[i].Source.SourceIds.Select(id => id.ToString()));
-                        _skipped.Enqueue($"{source}: {error}");
-                        Log?.Invoke($"skipped sample {source}: {error}");
+                        if (_skipped.TryAdd(source, error)) Log?.Invoke($"skipped sample {source}: {error}");
                     }
                     else kept.Add(i);
                 }
+                EnsureSkipFraction();
                 if (kept.Count == 0)
-                    throw new InvalidDataException($"Every sample of a batch failed to load its images: {string.Join("; ", loaded.Items.Select(i => i.Error))}");
+                {
+                    if (train) _emptyTrainBatches++;
+                    continue;
+                }
                 var batch = kept.Count == loaded.Items.Count
                     ? _collator.Collate(loaded.Batch.Samples)
                     : _collator.Collate(kept.Select(i => loaded.Batch.Samples[i]).ToList());
@@ -79,6 +88,16 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
                 yield return new VisualChatTrainingBatch(batch, stacked, keys);
             }
         }
+    }
+
+    void EnsureSkipFraction()
+    {
+        int total = _train.Count + _eval.Count;
+        if (_skipped.Count <= _maxSkipFraction * total) return;
+        var examples = _skipped.Take(5).Select(kv => $"{kv.Key}: {kv.Value}");
+        throw new DataQualityException(
+            $"{_skipped.Count} of {total} samples could not be loaded, more than max_skip_fraction = {_maxSkipFraction:P1} of the data config; " +
+            $"fix or remove them (`vchat data inspect` lists them all) or raise max_skip_fraction. First: {string.Join("; ", examples)}");
     }
 
     SampleImages DecodeImages(TokenizedSample sample, CancellationToken cancellationToken)

@@ -19,6 +19,6 @@ public sealed class CausalAttentionKernel : IAttentionKernel
         context.Mask = AttentionMasks.Causal(context.QueryLength, context.PastLength, context.KeyPaddingMask, context.QueryPositions.device);
     }
 
-    public Tensor Attend(Tensor q, Tensor k, Tensor v, AttentionContext context) =>
+    public Tensor Attend(Tensor q, Tensor k, Tensor v, int layerIndex, AttentionContext context) =>
         nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: context.Mask, is_casual: context.UseCausalFastPath);
 }

@@ -6,30 +6,36 @@ namespace VisualChat.Attention;
 
 /// <summary>
 /// The <c>causal+cross</c> attention mode: causal self-attention over the mixed text + image sequence, plus a gated
-/// cross-attention (<see cref="GatedCrossAttention"/>, one per decoder layer) from each text query to the image tokens
-/// strictly before it. Image and padding queries get nothing from the cross branch, nor does a text token before any
-/// image. The caller sets <see cref="Memory"/> before each forward; <see cref="Prepare"/> builds the cross mask once
-/// ([B, 1, Lq, M] bool, M = image tokens, nothing of size L×L) and <see cref="EndForward"/> frees it.
+/// cross-attention (<see cref="GatedCrossAttention"/>, one per decoder layer, owned by the model) from each text query
+/// to the image tokens strictly before it. Image and padding queries get nothing from the cross branch, nor does a
+/// text token before any image. The forward's <see cref="AttentionContext.Extension"/> carries the
+/// <see cref="CrossAttentionMemory"/>; <see cref="Prepare"/> builds the cross mask once ([B, 1, Lq, M] bool, M = image
+/// tokens, nothing of size L×L) into the context, which frees it with the forward.
 /// </summary>
-/// <remarks>The kernel interface does not say which layer calls it, so layers are counted: decoder layers call
-/// <see cref="Attend"/> once each, in order, after <see cref="Prepare"/>.</remarks>
-public sealed class CausalCrossAttentionKernel(ModuleList<GatedCrossAttention> layers) : IAttentionKernel, IDisposable
+/// <param name="layers">The model's cross-attention layers, indexed by decoder layer.</param>
+public sealed class CausalCrossAttentionKernel(IList<GatedCrossAttention> layers) : IAttentionKernel
 {
-    int nextLayer;
-    Tensor? crossMask;
-    Tensor? textSeesImage;
+    public IList<GatedCrossAttention> Layers { get; } = layers;
 
-    public ModuleList<GatedCrossAttention> Layers { get; } = layers;
-
-    /// <summary>Image tokens the next forward may attend to (cached ones included); null = none.</summary>
-    public CrossAttentionMemory? Memory { get; set; }
+    /// <summary>One forward's cross-attention inputs: the memory and the masks derived from it.</summary>
+    sealed class CrossState(CrossAttentionMemory memory, Tensor mask, Tensor textSeesImage) : IDisposable
+    {
+        public CrossAttentionMemory Memory { get; } = memory;
+        public Tensor Mask { get; } = mask;
+        public Tensor TextSeesImage { get; } = textSeesImage;
+        public void Dispose() { Mask.Dispose(); TextSeesImage.Dispose(); }
+    }
 
     public void Prepare(AttentionContext context)
     {
-        EndForward();
-        nextLayer = 0;
         CausalAttentionKernel.Instance.Prepare(context);
-        if (Memory is not { } memory || memory.Slots.shape[1] == 0) return;
+        context.KernelState = null;
+        CrossAttentionMemory? memory = context.Extension switch {
+            null => null,
+            CrossAttentionMemory m => m,
+            var other => throw new ArgumentException($"The causal+cross kernel reads a CrossAttentionMemory as the forward's attention extension, not a {other.GetType().Name}."),
+        };
+        if (memory is null || memory.Slots.shape[1] == 0) return;
         using var scope = NewDisposeScope();
         var device = context.QueryPositions.device;
         long batch = context.QueryPositions.shape[0];
@@ -45,26 +51,19 @@ public sealed class CausalCrossAttentionKernel(ModuleList<GatedCrossAttention> l
             allowed = allowed.logical_and(queryIsText.unsqueeze(2));
         }
         var sees = allowed.any(-1, keepdim: true);                                                   // [B, Lq, 1]
-        crossMask = allowed.logical_or(sees.logical_not()).unsqueeze(1).DetachFromDisposeScope();
-        textSeesImage = sees.to(ScalarType.Float32).unsqueeze(1).DetachFromDisposeScope();
+        context.KernelState = new CrossState(memory,
+            allowed.logical_or(sees.logical_not()).unsqueeze(1).DetachFromDisposeScope(),
+            sees.to(context.ComputeType).unsqueeze(1).DetachFromDisposeScope());
     }
 
-    public Tensor Attend(Tensor q, Tensor k, Tensor v, AttentionContext context)
+    public Tensor Attend(Tensor q, Tensor k, Tensor v, int layerIndex, AttentionContext context)
     {
-        int layer = nextLayer++ % Layers.Count;
-        var self = CausalAttentionKernel.Instance.Attend(q, k, v, context);
-        if (crossMask is null || Memory is null) return self;
+        var self = CausalAttentionKernel.Instance.Attend(q, k, v, layerIndex, context);
+        if (context.KernelState is not CrossState state) return self;
+        if (layerIndex < 0 || layerIndex >= Layers.Count)
+            throw new ArgumentOutOfRangeException(nameof(layerIndex), $"The causal+cross kernel has {Layers.Count} cross-attention layers; layer {layerIndex} has none.");
         using var scope = NewDisposeScope();
-        var cross = Layers[layer].forward(q, Memory.Embeddings.to(q.dtype), crossMask) * textSeesImage!.to(q.dtype);
+        var cross = Layers[layerIndex].forward(q, state.Memory.Embeddings.to(q.dtype), state.Mask) * state.TextSeesImage.to(q.dtype);
         return self.add(cross, TorchScalars.One).MoveToOuterDisposeScope();
     }
-
-    /// <summary>Frees the masks of the finished forward.</summary>
-    public void EndForward()
-    {
-        crossMask?.Dispose(); crossMask = null;
-        textSeesImage?.Dispose(); textSeesImage = null;
-    }
-
-    public void Dispose() => EndForward();
 }

@@ -21,7 +21,9 @@ public sealed class GatedCrossAttention : nn.Module<Tensor, Tensor, Tensor, Tens
     public readonly Linear o_proj;
     public readonly Parameter attn_gate;
 
-    public GatedCrossAttention(int memoryWidth, int numHeads, int headDim) : base(nameof(GatedCrossAttention))
+    /// <param name="generator">Draws the projections' initial weights (PyTorch's Linear default); null uses a generator
+    /// seeded from one draw of libtorch's.</param>
+    public GatedCrossAttention(int memoryWidth, int numHeads, int headDim, Generator? generator = null) : base(nameof(GatedCrossAttention))
     {
         this.numHeads = numHeads;
         this.headDim = headDim;
@@ -32,6 +34,8 @@ public sealed class GatedCrossAttention : nn.Module<Tensor, Tensor, Tensor, Tens
         o_proj = nn.Linear(width, width, hasBias: false);
         attn_gate = new Parameter(zeros(1));
         RegisterComponents();
+        using var owned = generator is null ? GeneratorInit.Create(null) : null;
+        foreach (var linear in new[] { q_proj, k_proj, v_proj, o_proj }) GeneratorInit.Linear(linear, generator ?? owned!);
     }
 
     /// <param name="query">[B, H, Lq, Dh] self-attention queries.</param>

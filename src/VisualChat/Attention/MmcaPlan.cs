@@ -16,6 +16,8 @@ namespace VisualChat.Attention;
 public sealed class MmcaPlan : IDisposable
 {
     public long Batch { get; }
+    /// <summary>The attention's compute dtype, that of the float multipliers.</summary>
+    public ScalarType DType { get; }
     public long QueryLength { get; }
     public long KeyLength { get; }
     /// <summary>Compact width: the most text queries of any row.</summary>
@@ -57,6 +59,7 @@ public sealed class MmcaPlan : IDisposable
         if (queryLength < 1 || queryLength > keys)
             throw new ArgumentOutOfRangeException(nameof(queryLength), $"must be in 1..{keys}, got {queryLength}.");
         Batch = batch;
+        DType = dtype;
         QueryLength = queryLength;
         KeyLength = keys;
         var device = keyModality.device;

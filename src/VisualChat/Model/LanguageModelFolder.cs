@@ -18,6 +18,7 @@ public static class LanguageModelFolder
     {
         if (!Directory.Exists(folder))
             throw new DirectoryNotFoundException($"Model folder '{folder}' does not exist.");
+        VisualChat.Weights.ModelFolderWriter.VerifyOrThrow(folder);
         if (!HasTokenizer(folder))
             throw new FileNotFoundException($"Model folder '{folder}' has no tokenizer ({TokenizerFactory.ModelFileName} or {TokenizerFactory.JsonFileName}); " +
                 "copy the tokenizer files of the model into it (e.g. vchat init-model --tokenizer PATH).", Path.Combine(folder, TokenizerFactory.ModelFileName));
@@ -31,11 +32,13 @@ public static class LanguageModelFolder
         return (model, tokenizer);
     }
 
-    /// <summary>Saves the model (<see cref="LlamaForCausalLM.SavePretrained"/>) and the tokenizer into one folder.</summary>
+    /// <summary>Saves the model (<see cref="LlamaForCausalLM.SavePretrained"/>) and the tokenizer into one folder,
+    /// atomically and with a manifest of its files (<see cref="VisualChat.Weights.ModelFolderWriter"/>).</summary>
     public static void Save(string folder, LlamaForCausalLM model, SentencePieceTokenizer tokenizer, ScalarType? dtype = null,
-        long maxShardBytes = LlamaForCausalLM.DefaultMaxShardBytes)
-    {
-        model.SavePretrained(folder, dtype, maxShardBytes);
-        tokenizer.Save(folder);
-    }
+        long maxShardBytes = LlamaForCausalLM.DefaultMaxShardBytes) =>
+        VisualChat.Weights.ModelFolderWriter.Write(folder, temporary =>
+        {
+            model.SavePretrained(temporary, dtype, maxShardBytes);
+            tokenizer.Save(temporary);
+        });
 }

@@ -40,7 +40,7 @@ public sealed class LlamaAttention : nn.Module<Tensor, DecoderLayerContext, Tens
         if (context.Cache is { } cache) (k, v) = cache.Update(layerIndex, k, v);
         k = RepeatKeyValue(k, numHeads / numKeyValueHeads);
         v = RepeatKeyValue(v, numHeads / numKeyValueHeads);
-        var attended = context.Kernel.Attend(q, k, v, context.Attention);
+        var attended = context.Kernel.Attend(q, k, v, layerIndex, context.Attention);
         var merged = attended.transpose(1, 2).reshape(batch, length, numHeads * headDim);
         return o_proj.forward(merged).MoveToOuterDisposeScope();
     }

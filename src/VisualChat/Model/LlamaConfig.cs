@@ -103,6 +103,7 @@ public sealed class LlamaConfig
         Require(NumAttentionHeads % KeyValueHeads == 0,
             $"num_attention_heads ({NumAttentionHeads}) must be divisible by num_key_value_heads ({KeyValueHeads}).");
         Require(HiddenAct is "silu" or "swish", $"hidden_act '{HiddenAct}' is not supported; LLaMA uses 'silu'.");
+        Require(MaxPositionEmbeddings > 0, $"max_position_embeddings must be positive (got {MaxPositionEmbeddings}); it is the longest sequence the model handles.");
         Require(RmsNormEps > 0, $"rms_norm_eps must be positive (got {RmsNormEps}).");
         Require(RopeTheta > 0, $"rope_theta must be positive (got {RopeTheta}).");
         if (RopeScaling is { } s) {

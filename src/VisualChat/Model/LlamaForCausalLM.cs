@@ -18,7 +18,8 @@ public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLM
     public LlamaConfig Config { get; }
 
     /// <summary>Random init as HF's _init_weights: N(0, initializer_range) for Linear and Embedding (zero biases, zero
-    /// padding row), ones for norms. <paramref name="seed"/> makes the weights reproducible.</summary>
+    /// padding row), ones for norms, drawn from the model's own generator seeded with <paramref name="seed"/> (the same
+    /// seed gives the same weights whatever else uses libtorch's global generator).</summary>
     public LlamaForCausalLM(LlamaConfig config, long? seed = null) : this(config, seed, initialize: true) { }
 
     /// <param name="initialize">False skips every random init (the weights are uninitialised memory) because they are
@@ -98,7 +99,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLM
     void InitializeWeights(long? seed)
     {
         using var noGrad = no_grad();
-        using var generator = seed is { } s ? new Generator((ulong)s) : null;
+        using var generator = GeneratorInit.Create(seed);
         using var initializerRange = Config.InitializerRange.ToScalar();   // held: see TorchScalars
         foreach (var (name, parameter) in named_parameters()) {
             if (name.EndsWith("norm.weight", StringComparison.Ordinal)) nn.init.ones_(parameter);

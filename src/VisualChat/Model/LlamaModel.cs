@@ -59,13 +59,16 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
         }
 
         var positions = input.PositionIds ?? DefaultPositions(keyPadding, batch, past, length, hidden.device);
-        var layerContext = LayerContext(hidden, positions, keyPadding, modality, past, cache);
+        var extension = input.AttentionExtension;
+        // The kernel's per-forward state lives in this context and ends with the forward; a checkpointed layer's
+        // backward builds its own from the tensors it saved.
+        using var layerContext = LayerContext(hidden, positions, keyPadding, modality, past, cache, extension);
         bool checkpointing = GradientCheckpointing && training && cache is null && is_grad_enabled();
         try {
             foreach (var layer in layers) {
                 using var layerScope = NewDisposeScope();
                 hidden = (checkpointing
-                    ? DecoderLayerCheckpoint.Forward(this, layer, hidden, layerContext, positions, keyPadding, modality)
+                    ? DecoderLayerCheckpoint.Forward(this, layer, hidden, layerContext, positions, keyPadding, modality, extension)
                     : layer.forward(hidden, layerContext)).MoveToOuterDisposeScope();
             }
         } catch {
@@ -77,13 +80,20 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
         return new DecoderOutput(norm.forward(hidden).MoveToOuterDisposeScope(), cache);
     }
 
-    /// <summary>What every layer needs for one forward: rotary cos/sin for <paramref name="positions"/> and the kernel's prepared mask.</summary>
-    internal DecoderLayerContext LayerContext(Tensor hidden, Tensor positions, Tensor? keyPadding, Tensor? modality, long past, KVCache? cache)
+    /// <summary>What every layer needs for one forward: rotary cos/sin for <paramref name="positions"/> and the kernel's
+    /// prepared per-forward state. The caller disposes it when the forward (or recomputation) is over.</summary>
+    internal DecoderLayerContext LayerContext(Tensor hidden, Tensor positions, Tensor? keyPadding, Tensor? modality, long past, KVCache? cache, IAttentionExtension? extension)
     {
         var attention = new AttentionContext {
             QueryPositions = positions, KeyPaddingMask = keyPadding, PastLength = past, QueryLength = hidden.shape[1], TokenModality = modality,
+            ComputeType = hidden.dtype, Extension = extension,
         };
-        AttentionKernel.Prepare(attention);
+        try {
+            AttentionKernel.Prepare(attention);
+        } catch {
+            attention.Dispose();
+            throw;
+        }
         var (cos, sin) = rotary_emb.forward(hidden, positions);
         return new DecoderLayerContext(cos, sin, attention, AttentionKernel, cache);
     }

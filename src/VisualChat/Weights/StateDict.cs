@@ -21,7 +21,11 @@ public sealed record LoadOptions
 }
 
 /// <summary>What a load did: module tensors loaded and missing, and checkpoint tensors nothing used (checkpoint names).</summary>
-public sealed record LoadReport(IReadOnlyList<string> Loaded, IReadOnlyList<string> Missing, IReadOnlyList<string> Unexpected);
+public sealed record LoadReport(IReadOnlyList<string> Loaded, IReadOnlyList<string> Missing, IReadOnlyList<string> Unexpected)
+{
+    /// <summary>Loaded tensors holding NaN or Inf (reported through <see cref="StateDict.Warn"/>).</summary>
+    public IReadOnlyList<string> NonFinite { get; init; } = [];
+}
 
 /// <summary>Loads and saves the parameters and persistent buffers of a module (the names of <c>module.state_dict()</c>).</summary>
 public static class StateDict
@@ -40,6 +44,7 @@ public static class StateDict
         var missing = new List<string>();
         var mismatches = new List<string>();
         var used = new HashSet<string>(StringComparer.Ordinal);
+        var nonFinite = new List<string>();
         foreach (var (moduleName, target) in targets)
         {
             string? checkpointName = options.MapName is null ? moduleName : options.MapName(moduleName);
@@ -57,6 +62,12 @@ public static class StateDict
             if (!entry.Shape.SequenceEqual(target.shape))
             {
                 mismatches.Add($"'{checkpointName}' in '{entry.File}': module '{moduleName}' expects {DTypes.FormatShape(target.shape)}, the checkpoint has {DTypes.FormatShape(entry.Shape)}");
+                continue;
+            }
+            // Integer values cast into a float weight are almost surely a mislabelled or foreign file, not weights.
+            if (torch.is_floating_point(target) && !IsFloating(entry.DType))
+            {
+                mismatches.Add($"'{checkpointName}' in '{entry.File}': module '{moduleName}' is {target.dtype}, the checkpoint stores {entry.DType} (integers are not cast into float weights)");
                 continue;
             }
             plan.Add((moduleName, checkpointName, target));
@@ -81,9 +92,23 @@ public static class StateDict
                 // tensor-sized temporary exists at a time.
                 using var loaded = source.Read(checkpointName);
                 target.copy_(loaded);
+                if (torch.is_floating_point(loaded) && !loaded.isfinite().all().item<bool>())
+                    nonFinite.Add(checkpointName);
             }
         }
-        return new LoadReport(plan.Select(p => p.ModuleName).ToList(), missing, unexpected);
+        if (nonFinite.Count > 0)
+            Warn?.Invoke($"warning: {nonFinite.Count} tensor(s) of {DescribeFiles(source)} hold NaN or Inf values ({string.Join(", ", nonFinite.Take(5))}{(nonFinite.Count > 5 ? ", …" : "")}); " +
+                "outputs computed from them will be NaN. The weights are probably from a diverged run.");
+        return new LoadReport(plan.Select(p => p.ModuleName).ToList(), missing, unexpected) { NonFinite = nonFinite };
+    }
+
+    /// <summary>Where load warnings (NaN/Inf weights) go; standard error unless a host redirects or silences them.</summary>
+    public static Action<string>? Warn { get; set; } = message => Console.Error.WriteLine(message);
+
+    static string DescribeFiles(ITensorSource source)
+    {
+        var files = source.Entries.Select(e => e.File).Distinct().ToList();
+        return files.Count == 1 ? $"'{files[0]}'" : $"'{files.FirstOrDefault()}' and {Math.Max(0, files.Count - 1)} other file(s)";
     }
 
     private static string DescribeMismatch(torch.nn.Module module, ITensorSource source, List<string> missing, List<string> unexpected,

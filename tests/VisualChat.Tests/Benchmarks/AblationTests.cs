@@ -17,7 +17,7 @@ public class AblationTests
         {
             var log = new StringWriter();
             var settings = AblationSettings.Quick();
-            var result = AttentionAblation.Run(settings, log);
+            var result = AttentionAblation.Run(settings, log, Path.Combine(folder, "work"));
             var files = AblationReport.Write(result, folder);
 
             Assert.Equal(3, result.Runs.Count);
@@ -90,8 +90,10 @@ public class AblationTests
         Assert.Equal(0.5, stats.Min);
         Assert.Equal(0.9, stats.Max);
         Assert.Equal(0, MeanStd.Of([0.4]).Std);
-        var settings = new AblationSettings { Steps = 250, EvalPoints = 8 };
-        Assert.Equal([0, 31, 62, 94, 125, 156, 188, 219, 250], settings.EvalSteps());
+        // The trainer evaluates every eval_every_steps, so the steps must split evenly into the eval points.
+        var settings = new AblationSettings { Steps = 240, EvalPoints = 8 };
+        Assert.Equal([0, 30, 60, 90, 120, 150, 180, 210, 240], settings.EvalSteps());
+        Assert.Throws<ArgumentException>(() => (settings with { Steps = 250 }).Validated());
         Assert.Equal(1, new AblationSettings().Workers);
     }
 }

@@ -17,11 +17,15 @@ public class DemoPipelineTests
             var log = new StringWriter();
             var result = DemoPipeline.Run(DemoRecipe.Quick(), folder, log);
             // Chance: colour 1/6, shape 1/4, count 1/4, yes/no 1/2, about 30 % overall; the answer format alone is not
-            // enough. Measured with this recipe: colour probe 100 %, described 77 %, images 59 %.
+            // enough. Measured with this recipe (trainer path, greedy decoding of the saved folder): colour probe 99.8 %,
+            // 56.2 % exact match.
             Assert.True(result.Vision.ColourAccuracy > 0.9, log.ToString());
-            Assert.True(result.DescribedAccuracy > 0.65, log.ToString());
-            Assert.True(result.Accuracy > 0.5, log.ToString());
-            Assert.Equal(["data", "pretraining (vision ‖ LM)", "visualchat training", "evaluation", "model folder + chat"], result.Timings.Select(t => t.Stage));
+            Assert.True(result.Accuracy > 0.45, log.ToString());
+            // The DSVC stage ran through the trainer: its run folder holds what `vchat train` writes.
+            Assert.True(File.Exists(Path.Combine(result.RunDir, "metrics.jsonl")), log.ToString());
+            Assert.True(File.Exists(Path.Combine(result.RunDir, "loss.png")), log.ToString());
+            Assert.True(Directory.Exists(Path.Combine(result.RunDir, "final")), log.ToString());
+            Assert.Equal(["data", "pretraining (vision ‖ LM)", "visualchat training", "evaluation", "chat"], result.Timings.Select(t => t.Stage));
             Assert.True(File.Exists(Path.Combine(folder, "tokenizer", "tokenizer.model")) || Directory.EnumerateFiles(Path.Combine(folder, "tokenizer")).Any());
 
             // The saved folder is a real VisualChat model: it loads and answers through the chat API, as the demo's
@@ -31,6 +35,14 @@ public class DemoPipelineTests
             Assert.NotEmpty(result.Chat[0].Images);
             using var model = VisualChat.Model.VisualChatModel.Load(result.ModelFolder);
             model.eval();
+
+            // Decoding rounds of different conversations together (left-padded) scores each round as decoding it alone.
+            var held = DemoChatTraining.ReadJsonl(Path.Combine(folder, "eval", "shapes-eval.jsonl")).Take(12).ToList();
+            var alone = DemoEvaluation.ExactMatch(model, held, batchSize: 1);
+            var together = DemoEvaluation.ExactMatch(model, held, batchSize: 7);
+            Assert.Equal(alone.Totals, together.Totals);
+            Assert.Equal(alone.PerKind, together.PerKind);
+            Assert.InRange(alone.Overall, 0.01, 0.999);
             Assert.Equal(VisualChat.Model.AttentionMode.Mmca, model.Config.AttentionMode);
             Assert.Equal(DemoRecipe.Quick().ImageTokens, model.ImageTokens);
             using var session = new VisualChat.Inference.Chat.ChatSession(model);

@@ -24,10 +24,10 @@ public class AttentionKernelTests
             CausalAttentionKernel.Instance.Prepare(context);
         }
 
-        public Tensor Attend(Tensor q, Tensor k, Tensor v, AttentionContext context)
+        public Tensor Attend(Tensor q, Tensor k, Tensor v, int layerIndex, AttentionContext context)
         {
             Attended++;
-            return CausalAttentionKernel.Instance.Attend(q, k, v, context);
+            return CausalAttentionKernel.Instance.Attend(q, k, v, layerIndex, context);
         }
     }
 

@@ -12,10 +12,10 @@ public class GradientCheckpointingTests
     {
         public int Calls;
         public void Prepare(AttentionContext context) => CausalAttentionKernel.Instance.Prepare(context);
-        public Tensor Attend(Tensor q, Tensor k, Tensor v, AttentionContext context)
+        public Tensor Attend(Tensor q, Tensor k, Tensor v, int layerIndex, AttentionContext context)
         {
             Calls++;
-            return CausalAttentionKernel.Instance.Attend(q, k, v, context);
+            return CausalAttentionKernel.Instance.Attend(q, k, v, layerIndex, context);
         }
     }
 

@@ -30,6 +30,11 @@ public class AttentionModeTests
         return (q, k, v, context);
     }
 
+    static AttentionContext WithExtension(AttentionContext context, IAttentionExtension? extension) => new() {
+        QueryPositions = context.QueryPositions, KeyPaddingMask = context.KeyPaddingMask, PastLength = context.PastLength,
+        QueryLength = context.QueryLength, TokenModality = context.TokenModality, Extension = extension,
+    };
+
     /// <summary>Uniform weights over <paramref name="keys"/> (one-hot dims 0..L-1).</summary>
     static float[] Uniform(IEnumerable<int> keys, int width, float scale = 1f, int offset = 0)
     {
@@ -51,8 +56,9 @@ public class AttentionModeTests
     {
         using var scope = NewDisposeScope();
         var (q, k, v, context) = Inputs(L);
+        using var _ = context;
         CausalAttentionKernel.Instance.Prepare(context);
-        var output = CausalAttentionKernel.Instance.Attend(q, k, v, context);
+        var output = CausalAttentionKernel.Instance.Attend(q, k, v, 0, context);
         for (int b = 0; b < 2; b++)
             for (int i = 0; i < L; i++)
                 if (Layout[b][i] != P)
@@ -64,11 +70,12 @@ public class AttentionModeTests
     {
         using var scope = NewDisposeScope();
         var (q, k, v, context) = Inputs(L);
-        using var kernel = new MmcaAttentionKernel();
+        var kernel = MmcaAttentionKernel.Instance;
         kernel.Prepare(context);
-        var output = kernel.Attend(q, k, v, context);
-        kernel.EndForward();
-        Assert.Null(kernel.CurrentPlan);
+        var plan = Assert.IsType<MmcaPlan>(context.KernelState);
+        var output = kernel.Attend(q, k, v, 0, context);
+        context.Dispose();
+        Assert.True(plan.TextQueryRows.IsInvalid, "disposing the forward's context frees the plan");
         for (int b = 0; b < 2; b++)
             for (int i = 0; i < L; i++) {
                 float[] expected;
@@ -103,11 +110,12 @@ public class AttentionModeTests
             layer.o_proj.Weight().copy_(eye(width));
             layer.attn_gate.fill_(Math.Atanh(0.5));
         }
-        using var kernel = new CausalCrossAttentionKernel(new ModuleList<GatedCrossAttention>(layer));
-        kernel.Memory = new CrossAttentionMemory(memory, tensor(slots.SelectMany(s => s).ToArray(), new long[] { 2, M }));
+        var kernel = new CausalCrossAttentionKernel(new ModuleList<GatedCrossAttention>(layer));
+        var crossMemory = new CrossAttentionMemory(memory, tensor(slots.SelectMany(s => s).ToArray(), new long[] { 2, M }));
+        context = WithExtension(context, crossMemory);
         kernel.Prepare(context);
-        var output = kernel.Attend(q, k, v, context);
-        kernel.EndForward();
+        var output = kernel.Attend(q, k, v, 0, context);
+        context.Dispose();
         for (int b = 0; b < 2; b++)
             for (int i = 0; i < L; i++) {
                 if (Layout[b][i] == P) continue;
@@ -120,10 +128,13 @@ public class AttentionModeTests
 
         // closed gate: exactly the causal kernel
         using (no_grad()) layer.attn_gate.zero_();
-        kernel.Prepare(context);
-        var closed = kernel.Attend(q, k, v, context);
-        kernel.EndForward();
-        CausalAttentionKernel.Instance.Prepare(context);
-        Assert.Equal(0f, (closed - CausalAttentionKernel.Instance.Attend(q, k, v, context)).abs().max().item<float>());
+        using var closedContext = WithExtension(context, crossMemory);
+        kernel.Prepare(closedContext);
+        var closed = kernel.Attend(q, k, v, 0, closedContext);
+        using var causalContext = WithExtension(context, null);
+        CausalAttentionKernel.Instance.Prepare(causalContext);
+        Assert.Equal(0f, (closed - CausalAttentionKernel.Instance.Attend(q, k, v, 0, causalContext)).abs().max().item<float>());
+        // the layer index picks the layer: there is one, so layer 1 has none
+        Assert.Throws<ArgumentOutOfRangeException>(() => kernel.Attend(q, k, v, 1, closedContext));
     }
 }

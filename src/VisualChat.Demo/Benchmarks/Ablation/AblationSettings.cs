@@ -24,7 +24,8 @@ public sealed record AblationSettings
     public int EvalPoints { get; init; } = 8;
     /// <summary>Training conversations of the DSVC stage (a fixed pool, sampled in the same order for every mode).</summary>
     public int Conversations { get; init; } = 3000;
-    /// <summary>Held-out conversations (a different generator seed) for eval loss and accuracy.</summary>
+    /// <summary>Held-out conversations (a different generator seed) for exact match. Eval loss is the trainer's, on the
+    /// <see cref="DemoRecipe.ChatEvalFraction"/> share the data pipeline holds out of <see cref="Conversations"/>.</summary>
     public int EvalConversations { get; init; } = 400;
     /// <summary>Independent jobs (pretraining stages, mode runs) trained at the same time, each single-threaded in libtorch.
     /// Default 1: with two training threads, a GC triggered by one lets the finalizer free a TorchSharp Scalar that the
@@ -37,7 +38,7 @@ public sealed record AblationSettings
     /// <summary>A budget for tests and smoke runs: one seed, seconds per job.</summary>
     public static AblationSettings Quick() => new()
     {
-        Recipe = DemoRecipe.Quick() with { VisionBatch = 16, LmBatch = 8, ChatBatch = 8 },
+        Recipe = DemoRecipe.Quick() with { VisionBatch = 16, LmBatch = 8, ChatBatch = 8, ChatEvalFraction = 0.1 },
         Seeds = 1, Steps = 24, LmSteps = 40, VisionSteps = 30, EvalPoints = 3, Conversations = 64, EvalConversations = 48,
     };
 
@@ -45,12 +46,14 @@ public sealed record AblationSettings
     public DemoRecipe RecipeFor(int seed) => Recipe with
     {
         Seed = 1000 * seed, Threads = 1, VisionSteps = VisionSteps, LmSteps = LmSteps, ChatSteps = Steps,
-        ChatConversations = Conversations, EvalConversations = EvalConversations, WriteEvalJsonl = false,
+        ChatConversations = Conversations, EvalConversations = EvalConversations,
     };
 
-    /// <summary>Steps after which eval loss is measured: 0 (before training) and <see cref="EvalPoints"/> evenly spaced up to <see cref="Steps"/>.</summary>
-    public int[] EvalSteps() =>
-        new[] { 0 }.Concat(Enumerable.Range(1, EvalPoints).Select(i => (int)Math.Round((double)Steps * i / EvalPoints))).Distinct().ToArray();
+    /// <summary>The trainer's eval_every_steps: <see cref="Steps"/> / <see cref="EvalPoints"/>.</summary>
+    public int EvalEvery => Steps / EvalPoints;
+
+    /// <summary>Steps after which eval loss is measured: 0 (before training) and every <see cref="EvalEvery"/> steps up to <see cref="Steps"/>.</summary>
+    public int[] EvalSteps() => Enumerable.Range(0, EvalPoints + 1).Select(i => i * EvalEvery).ToArray();
 
     public AblationSettings Validated()
     {
@@ -59,6 +62,7 @@ public sealed record AblationSettings
         if (LmSteps < 1) throw new ArgumentException($"--lm-steps must be at least 1 (got {LmSteps}).");
         if (VisionSteps < 1) throw new ArgumentException($"--vision-steps must be at least 1 (got {VisionSteps}).");
         if (EvalPoints < 1) throw new ArgumentException($"The number of eval points must be at least 1 (got {EvalPoints}).");
+        if (Steps % EvalPoints != 0) throw new ArgumentException($"--steps ({Steps}) must be a multiple of the {EvalPoints} eval points, so that eval loss is measured at the last step.");
         if (Workers < 1) throw new ArgumentException($"--workers must be at least 1 (got {Workers}).");
         if (Conversations < 1 || EvalConversations < 1) throw new ArgumentException("The ablation needs at least one training and one held-out conversation.");
         if (Modes.Count == 0 || Modes.Distinct().Count() != Modes.Count) throw new ArgumentException("The ablation needs distinct attention modes.");

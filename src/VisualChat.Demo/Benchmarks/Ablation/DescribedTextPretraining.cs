@@ -51,15 +51,16 @@ public static class DescribedTextPretraining
 
     /// <summary>Trains <paramref name="lm"/> (vocabulary without &lt;image&gt;) on fresh described conversations every
     /// step, then freezes it; returns the last training loss.</summary>
-    public static float Train(DemoRecipe recipe, LlamaForCausalLM lm, SentencePieceTokenizer tokenizer, ConversationTemplate template, TextWriter log)
+    /// <param name="runDir">The trainer's output folder (metrics.jsonl).</param>
+    public static float Train(DemoRecipe recipe, LlamaForCausalLM lm, SentencePieceTokenizer tokenizer, ConversationTemplate template, string runDir, TextWriter log)
     {
         lm.AttentionKernel = VisualChat.Attention.CausalAttentionKernel.Instance;
         // The LM's vocabulary has no <image>: BOS (no other role inside a conversation) marks where an image starts.
         var words = DescriptionVocabulary.From(tokenizer, recipe.DescribeWithAnswerTokens) with { ImageMarker = tokenizer.BosId };
-        return LanguagePretraining.TrainOnFreshConversations(recipe, lm, tokenizer, template, $"seed {recipe.Seed / 1000} lm", log, samples =>
+        return LanguagePretraining.TrainOnFreshConversations(recipe, lm, tokenizer, template, $"seed {recipe.Seed / 1000} lm", runDir, log, samples =>
         {
             var (ids, labels) = Collate(samples.Select(sample => Describe(sample, words, recipe.ImageTokens)).ToArray());
-            return DemoChatForward.Loss(lm.Forward(new CausalLMInput(InputIds: ids)).Logits, labels);
+            return VisualChatModel.ShiftedLoss(lm.Forward(new CausalLMInput(InputIds: ids)).Logits, labels).Loss;
         });
     }
 

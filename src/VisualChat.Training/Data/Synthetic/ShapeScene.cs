@@ -61,6 +61,28 @@ public sealed record ShapeScene(ShapeKind Kind, ShapeColor Color, IReadOnlyList<
         return rgb;
     }
 
+    /// <summary>Renders at <paramref name="size"/> × <paramref name="supersample"/> and box-filters down to
+    /// <paramref name="size"/> (rounded bytes): anti-aliased small images whose pixels are the mean of the large render's.</summary>
+    public byte[] Render(int size, int supersample)
+    {
+        if (supersample < 1) throw new ArgumentOutOfRangeException(nameof(supersample), supersample, "The supersampling factor must be at least 1.");
+        if (supersample == 1) return Render(size);
+        int large = size * supersample, area = supersample * supersample;
+        var rgb = Render(large);
+        var small = new byte[size * size * 3];
+        for (int y = 0; y < size; y++)
+            for (int x = 0; x < size; x++)
+                for (int c = 0; c < 3; c++)
+                {
+                    int sum = 0;
+                    for (int dy = 0; dy < supersample; dy++)
+                        for (int dx = 0; dx < supersample; dx++)
+                            sum += rgb[((y * supersample + dy) * large + x * supersample + dx) * 3 + c];
+                    small[(y * size + x) * 3 + c] = (byte)((sum + area / 2) / area);
+                }
+        return small;
+    }
+
     bool Covers(int dx, int dy, int radius) => Kind switch
     {
         ShapeKind.Circle => dx * dx + dy * dy <= radius * radius,

@@ -98,8 +98,10 @@ public sealed class ShapesConversationGenerator
     /// <summary>
     /// Writes conversations <paramref name="first"/>..first+count-1 as the project's generic JSONL format
     /// (<c>docs/data-formats.md</c>) with one PNG per image under <c>images/</c>, paths relative to the JSONL file.
+    /// Images are <paramref name="imageSize"/> px, drawn at <paramref name="supersample"/> times that and box-filtered
+    /// down (see <see cref="ShapeScene.Render(int, int)"/>).
     /// </summary>
-    public string WriteJsonl(string folder, string fileName, int first, int count, int imageSize = 64)
+    public string WriteJsonl(string folder, string fileName, int first, int count, int imageSize = 64, int supersample = 1)
     {
         Directory.CreateDirectory(Path.Combine(folder, "images"));
         var path = Path.Combine(folder, fileName);
@@ -117,7 +119,7 @@ public sealed class ShapesConversationGenerator
                     foreach (var scene in round.NewImages)
                     {
                         var relative = $"images/{conversation.Id}-{++imageNumber}.png";
-                        File.WriteAllBytes(Path.Combine(folder, relative), PngEncoder.EncodeRgb(scene.Render(imageSize), imageSize, imageSize));
+                        File.WriteAllBytes(Path.Combine(folder, relative), PngEncoder.EncodeRgb(scene.Render(imageSize, supersample), imageSize, imageSize));
                         images.Add(relative);
                     }
                     rounds.Add(new JsonObject

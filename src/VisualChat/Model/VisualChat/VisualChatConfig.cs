@@ -59,6 +59,14 @@ public sealed class VisualChatConfig
 
     static readonly JsonSerializerOptions WriteOptions = new() { WriteIndented = true };
 
+    /// <summary>Makes <paramref name="encoder"/> this config's vision encoder: its kind and its architecture config.</summary>
+    public void UseVisionEncoder(IVisionEncoder encoder)
+    {
+        VisionEncoder = encoder.Kind;
+        ClipVision = encoder.Config as ClipVisionConfig;
+        QwenVision = encoder.Config as QwenVisionConfig;
+    }
+
     public static AttentionMode ParseAttentionMode(string name, string source) => name.Trim().ToLowerInvariant() switch
     {
         "causal" => AttentionMode.Causal,
@@ -89,8 +97,8 @@ public sealed class VisualChatConfig
         try { _ = ProjectionFactory.ParseKind(Projection); }
         catch (ArgumentException) { throw new InvalidDataException($"{source}: projection '{Projection}' is unknown; use \"baseline\", \"vit\" or \"perceiver\"."); }
         _ = ParseFeatureSelect(VisionFeatureSelectName, source);
-        if (VisionEncoder is not ("clip" or "qwen"))
-            throw new InvalidDataException($"{source}: vision_encoder '{VisionEncoder}' is unknown; use \"clip\" or \"qwen\".");
+        if (!VisionEncoderFactory.Kinds.Contains(VisionEncoder))
+            throw new InvalidDataException($"{source}: vision_encoder '{VisionEncoder}' is unknown; use {string.Join(" or ", VisionEncoderFactory.Kinds.Select(k => $"\"{k}\""))}.");
         if (PerceiverGridSize < 1) throw new InvalidDataException($"{source}: perceiver_grid_size must be ≥ 1 (got {PerceiverGridSize}).");
         if (PerceiverHeads is < 1) throw new InvalidDataException($"{source}: perceiver_heads must be ≥ 1 when given (got {PerceiverHeads}).");
         if (string.IsNullOrEmpty(ImageToken)) throw new InvalidDataException($"{source}: image_token must be a non-empty string such as \"<image>\".");

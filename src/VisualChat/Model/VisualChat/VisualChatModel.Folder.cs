@@ -19,7 +19,9 @@ namespace VisualChat.Model;
 ///   embeddings.safetensors     "model.embed_tokens.weight": the trained embedding matrix including the added rows
 ///   cross_attn.safetensors     causal+cross only: "{layer}.q_proj.weight", ..., "{layer}.attn_gate"
 /// </code>
-/// Every file is loaded strictly: missing, unexpected or mis-shaped tensors throw, naming the file.
+/// Every file is loaded strictly: missing, unexpected or mis-shaped tensors throw, naming the file. The folder is written
+/// atomically and carries <c>model-manifest.json</c> (sizes and SHA-256 of every file), checked before loading, so a
+/// truncated or mixed folder is refused naming the file.
 /// </summary>
 public sealed partial class VisualChatModel
 {
@@ -35,9 +37,12 @@ public sealed partial class VisualChatModel
 
     static readonly JsonSerializerOptions IndentedJson = new() { WriteIndented = true };
 
-    public void Save(string folder)
+    /// <summary>Writes the folder atomically with a manifest of its files (<see cref="ModelFolderWriter"/>): a reader
+    /// sees the previous model or this one, never a mix.</summary>
+    public void Save(string folder) => ModelFolderWriter.Write(folder, WriteFiles);
+
+    void WriteFiles(string folder)
     {
-        Directory.CreateDirectory(folder);
         string lmFolder = Path.Combine(folder, LmFolder), visionFolder = Path.Combine(folder, VisionFolder);
         Directory.CreateDirectory(lmFolder);
         Directory.CreateDirectory(visionFolder);
@@ -54,11 +59,7 @@ public sealed partial class VisualChatModel
         }
         Tokenizer?.Save(lmFolder);
 
-        switch (vision) {
-            case ClipVisionModel clip: clip.Config.Save(Path.Combine(visionFolder, "config.json")); break;
-            case QwenVisionTransformer qwen: qwen.Config.Save(Path.Combine(visionFolder, "config.json")); break;
-            default: throw new InvalidOperationException($"Cannot save a vision encoder of type {vision.GetType().Name}.");
-        }
+        VisionEncoder.SaveConfig(Path.Combine(visionFolder, "config.json"));
         StateDict.Save(vision, Path.Combine(visionFolder, "model.safetensors"));
         var processor = ImageProcessor ?? VisionEncoder.DefaultImageProcessor;
         File.WriteAllText(Path.Combine(visionFolder, PreprocessorFile), JsonSerializer.Serialize(processor, IndentedJson));
@@ -67,10 +68,10 @@ public sealed partial class VisualChatModel
         if (cross_attn is not null) StateDict.Save(cross_attn, Path.Combine(folder, CrossAttentionFile));
     }
 
-
     /// <summary>Loads a folder written by <see cref="Save"/> (strict), onto <paramref name="device"/> (CPU by default).</summary>
     public static VisualChatModel Load(string folder, Device? device = null)
     {
+        ModelFolderWriter.VerifyOrThrow(folder);
         string configPath = Path.Combine(folder, VisualChatConfig.FileName);
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath} is missing; a VisualChat model folder starts with {VisualChatConfig.FileName}.", configPath);
         var config = VisualChatConfig.Load(configPath);
@@ -80,13 +81,9 @@ public sealed partial class VisualChatModel
         // The LM and the encoder load as the standalone HF folders they are: no random init, strict, fp32 on CPU.
         var lm = LlamaForCausalLM.FromPretrained(lmFolder);
         var vision = VisionEncoderFolder.Load(visionFolder, clipFeatureSelect: config.VisionFeatureSelect, clipDropClsToken: config.DropClsToken);
-        switch (vision.Encoder)
-        {
-            case QwenVisionTransformer qwen when config.VisionEncoder == "qwen": config.QwenVision = qwen.Config; break;
-            case ClipVisionModel clip when config.VisionEncoder != "qwen": config.ClipVision = clip.Config; break;
-            default:
-                throw new InvalidDataException($"{configPath} says vision_encoder \"{config.VisionEncoder}\" but {visionFolder} holds a {vision.Encoder.GetType().Name}.");
-        }
+        if (vision.Encoder.Kind != config.VisionEncoder)
+            throw new InvalidDataException($"{configPath} says vision_encoder \"{config.VisionEncoder}\" but {visionFolder} holds a \"{vision.Encoder.Kind}\" encoder ({vision.Encoder.GetType().Name}).");
+        config.UseVisionEncoder(vision.Encoder);
         var model = new VisualChatModel(config, lm, vision.Encoder) { ImageProcessor = vision.Processor };
         LoadStrict(model.projection, Path.Combine(folder, ProjectionFile));
         if (model.cross_attn is not null) LoadStrict(model.cross_attn, Path.Combine(folder, CrossAttentionFile));

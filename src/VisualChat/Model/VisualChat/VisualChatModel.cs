@@ -30,13 +30,12 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
     public readonly LlamaForCausalLM lm;
     public readonly ModuleList<GatedCrossAttention>? cross_attn;
 
-    readonly IAttentionKernel kernel;
-
     public VisualChatConfig Config { get; }
     public LlamaConfig LmConfig => lm.Config;
     public IVisionEncoder VisionEncoder => (IVisionEncoder)vision;
     public IProjection Projection => (IProjection)projection;
-    public IAttentionKernel AttentionKernel => kernel;
+    /// <summary>The language model's attention kernel (chosen by the config's attention mode).</summary>
+    public IAttentionKernel AttentionKernel => lm.AttentionKernel;
     /// <summary>Optional: encoder outputs are reused for images seen before (a frozen encoder only).</summary>
     public VisionFeatureCache? FeatureCache { get; set; }
     /// <summary>Images that went through the vision encoder so far (cache hits excluded).</summary>
@@ -48,11 +47,16 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
     public int OutputVocabSize => Config.LmVocabSize;
     public int EmbeddingRows => (int)lm.model.embed_tokens.weight!.shape[0];
 
-    /// <summary>Builds a randomly initialised model from configs (the vision config comes from <paramref name="config"/>).</summary>
+    /// <summary>Builds a randomly initialised model from configs (the vision config comes from <paramref name="config"/>).
+    /// Every part draws from its own generator seeded from <paramref name="seed"/>, never from libtorch's global one,
+    /// so the same seed gives the same weights whatever other threads do.</summary>
     public VisualChatModel(VisualChatConfig config, LlamaConfig lmConfig, long? seed = null)
         : this(config, new LlamaForCausalLM(lmConfig, seed), CreateEncoder(config, seed), seed)
     {
     }
+
+    // Generator streams of the parts a VisualChatModel initialises itself (the LM uses stream 0 of the same seed).
+    const int VisionStream = 1, ProjectionStream = 2;
 
     /// <summary>Assembles a model around an existing (e.g. pretrained) LM with lm_vocab_size rows and a vision encoder.</summary>
     public VisualChatModel(VisualChatConfig config, LlamaForCausalLM lm, IVisionEncoder encoder, long? seed = null) : base(nameof(VisualChatModel))
@@ -64,9 +68,9 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
             throw new ArgumentException($"The vision encoder {encoder.GetType().Name} must be a TorchSharp module.", nameof(encoder));
         this.lm = lm;
         vision = encoderModule;
-        if (seed is { } s) random.manual_seed(s);
+        using var generator = GeneratorInit.Create(seed, ProjectionStream);
         var created = ProjectionFactory.Create(config.ProjectionKind, encoder.OutputWidth, lm.Config.HiddenSize,
-            new ProjectionOptions(config.ClipVision, config.PerceiverGridSize, config.PerceiverHeads));
+            new ProjectionOptions(config.ClipVision, config.PerceiverGridSize, config.PerceiverHeads), generator);
         projection = (nn.Module<Tensor, Tensor>)created;
         GrowEmbeddings(config.ImageTokenId + 1);
 
@@ -75,29 +79,18 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
         register_module(nameof(lm), lm);
         if (config.AttentionMode == AttentionMode.CausalCross) {
             cross_attn = new ModuleList<GatedCrossAttention>(Enumerable.Range(0, lm.Config.NumHiddenLayers)
-                .Select(_ => new GatedCrossAttention(lm.Config.HiddenSize, lm.Config.NumAttentionHeads, lm.Config.HeadDim)).ToArray());
+                .Select(_ => new GatedCrossAttention(lm.Config.HiddenSize, lm.Config.NumAttentionHeads, lm.Config.HeadDim, generator)).ToArray());
             register_module(nameof(cross_attn), cross_attn);
-            kernel = new CausalCrossAttentionKernel(cross_attn);
-        } else kernel = config.AttentionMode == AttentionMode.Mmca ? new MmcaAttentionKernel() : CausalAttentionKernel.Instance;
-        lm.AttentionKernel = kernel;
+        }
+        lm.AttentionKernel = AttentionKernelFactory.Create(config.AttentionMode, cross_attn);
         ApplyDefaultTrainability();
     }
 
-    static IVisionEncoder CreateEncoder(VisualChatConfig config, long? seed = null)
+    static IVisionEncoder CreateEncoder(VisualChatConfig config, long? seed)
     {
-        // The encoders draw their initial weights from the global generator.
-        if (seed is { } s) random.manual_seed(s);
-        return CreateEncoderFromConfig(config);
+        using var generator = GeneratorInit.Create(seed, VisionStream);
+        return VisionEncoderFactory.Create(config, generator);
     }
-
-    static IVisionEncoder CreateEncoderFromConfig(VisualChatConfig config) => config.VisionEncoder switch
-    {
-        "qwen" => new QwenVisionTransformer(config.QwenVision
-            ?? throw new ArgumentException($"{VisualChatConfig.FileName}: vision_encoder is \"qwen\" but no Qwen vision config (vision/config.json) was given.", nameof(config))),
-        _ => new ClipVisionModel(config.ClipVision
-            ?? throw new ArgumentException($"{VisualChatConfig.FileName}: vision_encoder is \"clip\" but no CLIP vision config (vision/config.json) was given.", nameof(config)),
-            config.VisionFeatureSelect, config.DropClsToken),
-    };
 
     void GrowEmbeddings(int rows)
     {
@@ -180,23 +173,21 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
 
     private static readonly Scalar IgnoreLabelScalar = ConversationTemplate.IgnoreLabel.ToScalar();
 
-    /// <summary>Runs the decoder on embeddings [B, L, D] and applies the head → logits [B, L (or 1), lm_vocab_size]; frees the
-    /// attention kernel's per-forward state. <paramref name="modality"/> [B, L] must be given (the cache records it).</summary>
-    public Tensor RunLanguageModel(Tensor inputsEmbeds, Tensor? attentionMask, Tensor modality, CrossAttentionMemory? memory, KVCache? cache, bool lastTokenOnly)
+    /// <summary>Runs the decoder on embeddings [B, L, D] and applies the head → logits [B, L (or 1), lm_vocab_size].
+    /// <paramref name="modality"/> [B, L] must be given (the cache records it); <paramref name="memory"/> is the
+    /// <c>causal+cross</c> image memory (ignored by the other modes). The kernel's per-forward state ends with the call.</summary>
+    public Tensor RunLanguageModel(Tensor inputsEmbeds, Tensor? attentionMask, Tensor modality, CrossAttentionMemory? memory, KVCache? cache, bool lastTokenOnly) =>
+        RunLanguageModel(new CausalLMInput(InputsEmbeds: inputsEmbeds, AttentionMask: attentionMask, Cache: cache, TokenModality: modality,
+            LastTokenLogitsOnly: lastTokenOnly, AttentionExtension: memory));
+
+    /// <summary>Runs the decoder on <paramref name="input"/> (embeddings, not ids: added rows are the model's) and applies
+    /// the head over the LM's own vocabulary → logits [B, L (or 1 with LastTokenLogitsOnly), lm_vocab_size].</summary>
+    public Tensor RunLanguageModel(CausalLMInput input)
     {
         using var scope = NewDisposeScope();
-        if (kernel is CausalCrossAttentionKernel cross) cross.Memory = memory;
-        try {
-            var decoded = lm.model.forward(new CausalLMInput(InputsEmbeds: inputsEmbeds, AttentionMask: attentionMask, Cache: cache, TokenModality: modality));
-            var hidden = decoded.LastHiddenState;
-            if (lastTokenOnly) hidden = hidden.narrow(1, hidden.shape[1] - 1, 1);
-            return nn.functional.linear(hidden, HeadWeight).MoveToOuterDisposeScope();
-        } finally {
-            switch (kernel) {
-                case MmcaAttentionKernel mmca: mmca.EndForward(); break;
-                case CausalCrossAttentionKernel crossKernel: crossKernel.EndForward(); crossKernel.Memory = null; break;
-            }
-        }
+        var hidden = lm.model.forward(input).LastHiddenState;
+        if (input.LastTokenLogitsOnly) hidden = hidden.narrow(1, hidden.shape[1] - 1, 1);
+        return nn.functional.linear(hidden, HeadWeight).MoveToOuterDisposeScope();
     }
 
     /// <summary>

@@ -35,6 +35,13 @@ public sealed class ClipVisionModel : nn.Module<Tensor, Tensor>, IVisionEncoder
     public string EncoderId =>
         $"clip-vision:{Config.ImageSize}/{Config.PatchSize}/{Config.HiddenSize}x{Config.NumHiddenLayers}:{FeatureSelect}:{(DropClsToken ? "nocls" : "cls")}";
 
+    public const string KindName = "clip";
+    public string Kind => KindName;
+    object IVisionEncoder.Config => Config;
+    public void SaveConfig(string path) => Config.Save(path);
+    /// <summary>CLIP's: shortest edge then centre crop to the encoder's size.</summary>
+    public ImageProcessorConfig DefaultImageProcessor => new() { Size = VisualChat.Vision.ImageSize.Shortest(Config.ImageSize), CropSize = VisualChat.Vision.ImageSize.Square(Config.ImageSize) };
+
     public bool IsFrozen => FrozenModule.IsFrozen(this);
     public void Freeze() => FrozenModule.SetTrainable(this, false);
     public void Unfreeze() => FrozenModule.SetTrainable(this, true);

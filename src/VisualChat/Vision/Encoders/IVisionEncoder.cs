@@ -19,8 +19,17 @@ public interface IVisionEncoder
     /// <summary>Identifies architecture, size and output selection; the feature cache keys on it so encoders never share entries.</summary>
     string EncoderId { get; }
 
-    /// <summary>The preprocessing the encoder expects when its folder names none (CLIP's recipe at <see cref="ImageSize"/>).</summary>
-    ImageProcessorConfig DefaultImageProcessor => ImageProcessorConfig.ForImageSize(ImageSize);
+    /// <summary>The architecture's name in a model folder's <c>visualchat.json</c> (<c>vision_encoder</c>): "clip", "qwen".</summary>
+    string Kind { get; }
+
+    /// <summary>The architecture's config (e.g. <see cref="ClipVisionConfig"/>, <see cref="QwenVisionConfig"/>).</summary>
+    object Config { get; }
+
+    /// <summary>Writes the config as the <c>config.json</c> of a vision folder.</summary>
+    void SaveConfig(string path);
+
+    /// <summary>The preprocessing this architecture is used with when a folder does not say otherwise.</summary>
+    ImageProcessorConfig DefaultImageProcessor { get; }
 
     bool IsFrozen { get; }
     void Freeze();

@@ -35,6 +35,17 @@ public sealed class PackedMultiheadAttention : nn.Module<Tensor, Tensor, Tensor,
 
     public int NumHeads => numHeads;
 
+    /// <summary>nn.MultiheadAttention's init drawn from <paramref name="generator"/>: xavier_uniform in_proj_weight,
+    /// zero in_proj_bias, out_proj weight as a default Linear and zero out_proj bias.</summary>
+    internal void ResetParameters(Generator generator)
+    {
+        GeneratorInit.Uniform(in_proj_weight, Math.Sqrt(6.0 / (embedDim + 3.0 * embedDim)), generator);
+        GeneratorInit.Linear(out_proj, generator);
+        using var noGrad = no_grad();
+        in_proj_bias.zero_();
+        out_proj.bias!.zero_();
+    }
+
     public override Tensor forward(Tensor query, Tensor key, Tensor value)
     {
         using var scope = NewDisposeScope();

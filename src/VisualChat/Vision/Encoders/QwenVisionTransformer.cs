@@ -57,6 +57,13 @@ public sealed class QwenVisionTransformer : nn.Module<Tensor, Tensor>, IVisionEn
     public string EncoderId =>
         $"qwen-vision:{Config.ImageSize}/{Config.PatchSize}/{Config.Width}x{Config.Layers}:{Config.NQueries}x{Config.OutputDim}:{(Config.UseOutputProjection ? "proj" : "noproj")}";
 
+    public const string KindName = "qwen";
+    public string Kind => KindName;
+    object IVisionEncoder.Config => Config;
+    public void SaveConfig(string path) => Config.Save(path);
+    /// <summary>Qwen-VL's 448 px preprocessing, or the same recipe at the encoder's size.</summary>
+    public ImageProcessorConfig DefaultImageProcessor => VisionEncoderFolder.ProcessorFor(Config.ImageSize);
+
     public static VisionOutputDescription DescribeOutput(QwenVisionConfig config)
     {
         config.Validated();

@@ -121,6 +121,11 @@ public sealed class ImageProcessorConfig
             throw new InvalidDataException($"{source}: do_center_crop is true but 'crop_size' is missing.");
         if (DoNormalize && (ImageMean?.Length != 3 || ImageStd?.Length != 3))
             throw new InvalidDataException($"{source}: image_mean and image_std need 3 values (one per RGB channel).");
+        // A zero or non-finite std turns every pixel into Inf/NaN, which would train or chat on garbage without a word.
+        if (DoNormalize && ImageStd!.Any(v => !(v > 0) || !float.IsFinite(v)))
+            throw new InvalidDataException($"{source}: image_std = [{string.Join(", ", ImageStd!)}]; every value must be a finite number > 0 (pixels are divided by it).");
+        if (DoNormalize && ImageMean!.Any(v => !float.IsFinite(v)))
+            throw new InvalidDataException($"{source}: image_mean = [{string.Join(", ", ImageMean!)}]; every value must be finite.");
         if (DoResize && Size is { ShortestEdge: null, Scalar: null } && (Size.Height is null || Size.Width is null))
             throw new InvalidDataException($"{source}: 'size' needs shortest_edge, or both height and width.");
     }

@@ -137,12 +137,7 @@ public static class VisionEncoderFolder
         CheckProcessor(processor, encoder.ImageSize, "the processor passed to Save");
         Directory.CreateDirectory(folder);
         var module = encoder as nn.Module ?? throw new ArgumentException($"Encoder {encoder.GetType().Name} is not a TorchSharp module.", nameof(encoder));
-        WriteConfig(folder, encoder switch
-        {
-            ClipVisionModel clip => clip.Config,
-            QwenVisionTransformer qwen => qwen.Config,
-            _ => throw new ArgumentException($"Cannot save encoder type {encoder.GetType().Name}; only ClipVisionModel and QwenVisionTransformer have a folder layout.", nameof(encoder)),
-        }, dtype);
+        WriteConfig(folder, encoder.Config, dtype);
         StateDict.Save(module, Path.Combine(folder, WeightsFile), dtype);
         WriteProcessor(folder, processor);
     }

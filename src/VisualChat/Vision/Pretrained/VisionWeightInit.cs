@@ -8,7 +8,7 @@ namespace VisualChat.Vision;
 /// and embedding layers, class embedding, queries and position tables ~ N(0, 0.02); biases 0; LayerNorm weight 1 and
 /// bias 0; the resampler's <c>attn_pool.pos_embed</c> is the fixed 2-D sin-cos table, exactly as the model builds it.
 /// Tensors are drawn in ordinal key order from one generator seeded with the seed, so a folder written tensor by tensor
-/// (<see cref="VisionPresets.Write"/>) and a module initialised in memory (<see cref="Initialize"/>) hold the same values.
+/// (<see cref="VisionPresets.Write"/>) and a module initialised in memory (<c>Initialize</c>) hold the same values.
 /// </summary>
 public static class VisionWeightInit
 {
@@ -18,8 +18,14 @@ public static class VisionWeightInit
     /// <summary>Fills every parameter of <paramref name="module"/> by the rule above.</summary>
     public static void Initialize(nn.Module module, int seed)
     {
-        var stateDict = module.state_dict();
         using var generator = new Generator((ulong)seed);
+        Initialize(module, generator);
+    }
+
+    /// <summary>Fills every parameter of <paramref name="module"/> by the rule above, drawing from <paramref name="generator"/>.</summary>
+    public static void Initialize(nn.Module module, Generator generator)
+    {
+        var stateDict = module.state_dict();
         using var noGrad = no_grad();
         foreach (var name in stateDict.Keys.OrderBy(k => k, StringComparer.Ordinal))
         {

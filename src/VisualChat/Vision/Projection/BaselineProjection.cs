@@ -15,7 +15,7 @@ public sealed class BaselineProjection : nn.Module<Tensor, Tensor>, IProjection
     // time under their field names next to the positional "0"/"1".
     private readonly (Linear Linear, LayerNorm Norm) _layers;
 
-    public BaselineProjection(int visionWidth, int lmWidth, string name = "projection") : base(name)
+    public BaselineProjection(int visionWidth, int lmWidth, string name = "projection", Generator? generator = null) : base(name)
     {
         InputWidth = visionWidth;
         OutputWidth = lmWidth;
@@ -24,6 +24,8 @@ public sealed class BaselineProjection : nn.Module<Tensor, Tensor>, IProjection
         _layers = (linear, layerNorm);
         register_module("0", linear);
         register_module("1", layerNorm);
+        using var owned = generator is null ? GeneratorInit.Create(null) : null;
+        GeneratorInit.ResetDefaults(this, generator ?? owned!);
     }
 
     public ProjectionKind Kind => ProjectionKind.Baseline;

@@ -23,7 +23,7 @@ public sealed class PerceiverProjection : nn.Module<Tensor, Tensor>, IProjection
     private readonly LayerNorm ln_kv;
     private readonly Sequential projection;
 
-    public PerceiverProjection(int visionWidth, int lmWidth, int gridSize = 16, int? numHeads = null, string name = "projection")
+    public PerceiverProjection(int visionWidth, int lmWidth, int gridSize = 16, int? numHeads = null, string name = "projection", Generator? generator = null)
         : base(name)
     {
         var heads = numHeads ?? lmWidth / 128;
@@ -35,22 +35,33 @@ public sealed class PerceiverProjection : nn.Module<Tensor, Tensor>, IProjection
         OutputWidth = lmWidth;
         NumQueries = gridSize * gridSize;
         pos_embed = new Parameter(VisionPositionalEmbeddings.Get2dSinCos(lmWidth, gridSize), requires_grad: false);
-        query = new Parameter(nn.init.trunc_normal_(empty(NumQueries, lmWidth), std: 0.02));
+        query = new Parameter(empty(NumQueries, lmWidth));
         kv_proj = nn.Linear(visionWidth, lmWidth);
         attn = new PackedMultiheadAttention(lmWidth, heads);
         ln_q = nn.LayerNorm(lmWidth, 1e-12);
         ln_kv = nn.LayerNorm(lmWidth, 1e-12);
         projection = nn.Sequential(("0", nn.LayerNorm(lmWidth, 1e-12)), ("1", nn.Linear(lmWidth, lmWidth)));
-        // DSVC's _init_weights: trunc_normal(0.02) Linear weights, zero biases.
+        RegisterComponents();
+        // DSVC's _init_weights: trunc_normal(0.02) queries and Linear weights, zero Linear biases, LayerNorms 1 and 0;
+        // the attention keeps nn.MultiheadAttention's init (xavier_uniform in_proj, zero in_proj bias, default out_proj
+        // weight with zero bias). All drawn from the generator.
+        using var owned = generator is null ? GeneratorInit.Create(null) : null;
+        var g = generator ?? owned!;
         using (no_grad())
         {
+            GeneratorInit.TruncatedNormal(query, 0.02, g);
             foreach (var linear in new[] { kv_proj, (Linear)projection[1] })
             {
-                nn.init.trunc_normal_(linear.weight!, std: 0.02);
+                GeneratorInit.TruncatedNormal(linear.weight!, 0.02, g);
                 linear.bias!.zero_();
             }
+            attn.ResetParameters(g);
+            foreach (var norm in new[] { ln_q, ln_kv, (LayerNorm)projection[0] })
+            {
+                norm.weight!.fill_(TorchScalars.One);
+                norm.bias!.zero_();
+            }
         }
-        RegisterComponents();
     }
 
     public ProjectionKind Kind => ProjectionKind.Perceiver;

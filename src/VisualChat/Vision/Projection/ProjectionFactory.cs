@@ -1,3 +1,5 @@
+using static TorchSharp.torch;
+
 namespace VisualChat.Vision;
 
 /// <summary>Builds the projection DSVC selects with <c>--vis_proj baseline|vit|perceiver</c>.</summary>
@@ -11,20 +13,21 @@ public static class ProjectionFactory
         _ => throw new ArgumentException($"Unknown projection kind '{kind}'; use baseline, vit or perceiver.", nameof(kind)),
     };
 
-    public static IProjection Create(string kind, int visionWidth, int lmWidth, ProjectionOptions? options = null) =>
-        Create(ParseKind(kind), visionWidth, lmWidth, options);
+    public static IProjection Create(string kind, int visionWidth, int lmWidth, ProjectionOptions? options = null, Generator? generator = null) =>
+        Create(ParseKind(kind), visionWidth, lmWidth, options, generator);
 
-    public static IProjection Create(ProjectionKind kind, int visionWidth, int lmWidth, ProjectionOptions? options = null)
+    /// <param name="generator">Draws the initial weights; null uses a generator seeded from one draw of libtorch's.</param>
+    public static IProjection Create(ProjectionKind kind, int visionWidth, int lmWidth, ProjectionOptions? options = null, Generator? generator = null)
     {
         if (visionWidth <= 0) throw new ArgumentOutOfRangeException(nameof(visionWidth), "Vision width must be positive.");
         if (lmWidth <= 0) throw new ArgumentOutOfRangeException(nameof(lmWidth), "LM width must be positive.");
         options ??= new ProjectionOptions();
         return kind switch
         {
-            ProjectionKind.Baseline => new BaselineProjection(visionWidth, lmWidth),
+            ProjectionKind.Baseline => new BaselineProjection(visionWidth, lmWidth, generator: generator),
             ProjectionKind.Vit => new VitProjection(visionWidth, lmWidth, options.VitLayerConfig
-                ?? throw new ArgumentException("The vit projection needs ProjectionOptions.VitLayerConfig (the vision encoder's CLIP config).", nameof(options))),
-            ProjectionKind.Perceiver => new PerceiverProjection(visionWidth, lmWidth, options.PerceiverGridSize, options.PerceiverHeads),
+                ?? throw new ArgumentException("The vit projection needs ProjectionOptions.VitLayerConfig (the vision encoder's CLIP config).", nameof(options)), generator: generator),
+            ProjectionKind.Perceiver => new PerceiverProjection(visionWidth, lmWidth, options.PerceiverGridSize, options.PerceiverHeads, generator: generator),
             _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown projection kind."),
         };
     }

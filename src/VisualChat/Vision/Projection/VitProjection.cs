@@ -16,7 +16,7 @@ public sealed class VitProjection : nn.Module<Tensor, Tensor>, IProjection
     private readonly Linear linear;
     private readonly LayerNorm layer_norm;
 
-    public VitProjection(int visionWidth, int lmWidth, ClipVisionConfig layerConfig, string name = "projection") : base(name)
+    public VitProjection(int visionWidth, int lmWidth, ClipVisionConfig layerConfig, string name = "projection", Generator? generator = null) : base(name)
     {
         InputWidth = visionWidth;
         OutputWidth = lmWidth;
@@ -32,6 +32,8 @@ public sealed class VitProjection : nn.Module<Tensor, Tensor>, IProjection
         projection = nn.Sequential(("0", linear), ("1", layer_norm));
         register_module("vis_layer", vis_layer);
         register_module("projection", projection);
+        using var owned = generator is null ? GeneratorInit.Create(null) : null;
+        GeneratorInit.ResetDefaults(this, generator ?? owned!);
     }
 
     public ProjectionKind Kind => ProjectionKind.Vit;

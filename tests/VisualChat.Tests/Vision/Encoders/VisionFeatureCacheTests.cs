@@ -23,6 +23,10 @@ public class VisionFeatureCacheTests
         public int OutputWidth => inner.OutputWidth;
         public int ImageSize => inner.ImageSize;
         public string EncoderId => inner.EncoderId;
+        public string Kind => inner.Kind;
+        public object Config => inner.Config;
+        public void SaveConfig(string path) => inner.SaveConfig(path);
+        public ImageProcessorConfig DefaultImageProcessor => inner.DefaultImageProcessor;
         public bool IsFrozen => inner.IsFrozen;
         public void Freeze() => inner.Freeze();
         public void Unfreeze() => inner.Unfreeze();
