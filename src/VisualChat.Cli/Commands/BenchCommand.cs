@@ -14,6 +14,7 @@ public static class BenchCommand
         bench.Subcommands.Add(BenchVisionCommand.Create());
         bench.Subcommands.Add(BenchAblationCommand.Create());
         bench.Subcommands.Add(Decode());
+        bench.Subcommands.Add(BenchServeCommand.Create());
         bench.Subcommands.Add(TrainCommand.CreateBench());
         return bench;
     }

@@ -14,6 +14,7 @@ public static class CommandCatalog
         yield return ExportCommand.Create();
         yield return InitModelCommand.Create();
         yield return GenerateCommand.Create();
+        yield return ServeCommand.Create();
         yield return TokenizeCommand.Create();
         yield return DataInspectCommand.Create();
         yield return BenchCommand.Create();

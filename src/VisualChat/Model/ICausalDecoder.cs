@@ -72,6 +72,20 @@ public class DecoderState : IDisposable
     /// <summary>For decoders: ids that joined row <paramref name="row"/>.</summary>
     public void AddHistory(int row, IEnumerable<int> ids) => history[row].AddRange(ids);
 
+    /// <summary>Returns a single sequence to an earlier point of itself: the cache keeps its first <paramref name="length"/>
+    /// positions, the history its first <paramref name="historyCount"/> ids, and <paramref name="nextLogits"/> (taken over)
+    /// become the next-token logits. Decoding only appends, so the kept positions are exactly those computed before
+    /// (a server drops a generated answer this way and reuses the prompt's cache for the conversation's next turn).</summary>
+    public void Rewind(long length, int historyCount, Tensor nextLogits)
+    {
+        RequireSingleSequence("DecoderState.Rewind");
+        if (historyCount < 0 || historyCount > history[0].Count)
+            throw new ArgumentOutOfRangeException(nameof(historyCount), $"Cannot rewind a history of {history[0].Count} ids to {historyCount}.");
+        Cache.Crop(length);
+        history[0].RemoveRange(historyCount, history[0].Count - historyCount);
+        SetNextLogits(nextLogits);
+    }
+
     internal void RequireSingleSequence(string operation)
     {
         if (BatchSize != 1)

@@ -17,6 +17,7 @@ public sealed class ArchitectureTests
         typeof(VisualChat.Training.AdamW).Assembly,
         typeof(VisualChat.Demo.DemoRecipe).Assembly,
         typeof(VisualChat.Cli.Commands.CommandCatalog).Assembly,
+        typeof(VisualChat.Server.VisualChatServer).Assembly,
     ];
 
     [Fact]
@@ -50,6 +51,7 @@ public sealed class ArchitectureTests
     [InlineData("VisualChat.Training", "VisualChat.Demo VisualChat.Benchmarks VisualChat.Cli")]
     [InlineData("VisualChat.Demo", "VisualChat.Cli")]
     [InlineData("VisualChat.Benchmarks", "VisualChat.Cli")]
+    [InlineData("VisualChat.Server", "VisualChat.Data VisualChat.Training VisualChat.Demo VisualChat.Benchmarks VisualChat.Cli")]
     public void NamespaceDoesNotUse(string from, string forbidden)
     {
         var graph = NamespaceGraph(Product);
@@ -67,7 +69,7 @@ public sealed class ArchitectureTests
         var mismatches = new List<string>();
         foreach (var project in Directory.GetDirectories(Path.Combine(root, "src")))
         {
-            string rootNamespace = Path.GetFileName(project) switch { "VisualChat.Cli" => "VisualChat.Cli", _ => "VisualChat" };
+            string rootNamespace = Path.GetFileName(project) switch { "VisualChat.Cli" => "VisualChat.Cli", "VisualChat.Server" => "VisualChat.Server", _ => "VisualChat" };
             foreach (var file in Directory.EnumerateFiles(project, "*.cs", SearchOption.AllDirectories))
             {
                 var relative = Path.GetRelativePath(project, Path.GetDirectoryName(file)!);
