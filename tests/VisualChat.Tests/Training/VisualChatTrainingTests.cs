@@ -124,5 +124,19 @@ public sealed class VisualChatLoraTrainingTests : IDisposable
         using var reloaded = VisualChatModel.Load(exported);
         Assert.Equal(before.Keys.Order(), reloaded.state_dict().Keys.Order());
         Assert.Contains(reloaded.state_dict(), kv => kv.Key.StartsWith("vision.") && kv.Key.EndsWith("q_proj.weight") && !kv.Value.allclose(before[kv.Key], rtol: 0, atol: 0));
+
+        // The exported (merged) model computes what the trained (unmerged adapter) model computes, images included.
+        using var noGrad = no_grad();
+        trained.eval();
+        reloaded.eval();
+        int img = trained.Config.ImageTokenId;
+        var ids = tensor(new long[] { 1, 40, img, 41, 42, 43 }, new long[] { 1, 6 });
+        var pixels = stack(new[] { rand(new long[] { 3, 32, 32 }, generator: new Generator(5)) });
+        var trainedLogits = trained.forward(new VisualChatBatch(ids, null, null, [1], pixels)).Logits;
+        var exportedLogits = reloaded.forward(new VisualChatBatch(ids, null, null, [1], pixels)).Logits;
+        var baseLogits = baseModel.forward(new VisualChatBatch(ids, null, null, [1], pixels)).Logits;
+        float gap = (trainedLogits - exportedLogits).abs().max().item<float>();
+        Assert.True(gap < 1e-4f, $"exported logits differ from the trained model's by {gap}");
+        Assert.True((trainedLogits - baseLogits).abs().max().item<float>() > 1e-3f, "training must have changed the logits");
     }
 }
