@@ -55,6 +55,45 @@ public sealed class VisualChatTrainingTests : IDisposable
     }
 
     [Fact]
+    public void ResumedMultimodalRunEndsBitIdenticalToAnUninterruptedOne()
+    {
+        Dictionary<string, Tensor> State(TrainingRun run) =>
+            ((Trainer<VisualChatTrainingBatch>)run.Trainer).Model.Module.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+        TrainingConfig RunConfig(string folder, bool resume)
+        {
+            var config = Config();
+            config.MaxSteps = 4;
+            config.OutputDir = Path.Combine(_dir, folder);
+            if (resume) config.Resume = "auto";
+            return config;
+        }
+
+        Dictionary<string, Tensor> straight;
+        using (var run = TrainingRunFactory.Create(RunConfig("straight", resume: false)))
+        {
+            Assert.Equal(4, run.Run().Steps);
+            straight = State(run);
+        }
+        using (var run = TrainingRunFactory.Create(RunConfig("resumed", resume: false)))
+        using (var stop = new CancellationTokenSource())
+        {
+            run.Trainer.Progress = m => { if (m.Kind == "train" && m.Step == 2) stop.Cancel(); };
+            var first = run.Run(stop.Token);
+            Assert.True(first.Interrupted);
+            Assert.Equal(2, first.Steps);
+        }
+        using (var run = TrainingRunFactory.Create(RunConfig("resumed", resume: true)))
+        {
+            var second = run.Run();
+            Assert.False(second.Interrupted);
+            Assert.Equal(4, second.Steps);
+            // The resumed run must continue with batches 2 and 3 of the epoch's plan, not start it over.
+            foreach (var (name, tensor) in State(run))
+                Assert.True(TrainingTestKit.BitIdentical(straight[name], tensor), $"{name} differs between the resumed and the uninterrupted run");
+        }
+    }
+
+    [Fact]
     public void GradientCheckpointingTrainsToTheSameWeights()
     {
         Dictionary<string, Tensor> Train(bool checkpointing, string run)
