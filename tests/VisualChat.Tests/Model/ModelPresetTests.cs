@@ -194,6 +194,7 @@ public class ModelPresetTests
     }
 }
 
+[Collection(ProcessWideStateCollection.Name)]
 public class CpuThreadPolicyTests
 {
     [Fact]
