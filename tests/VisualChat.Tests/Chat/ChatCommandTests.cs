@@ -97,12 +97,19 @@ public sealed class ChatCommandTests(ChatTestModel fixture) : IClassFixture<Chat
         Assert.Equal(1, rc);
         Assert.Contains("no-such-model", error.ToString());
 
-        if (!Directory.Exists(ChatCommand.DefaultModelFolder)) {
+        // Without --model the default folder is relative to the working directory: run from an empty temporary folder
+        // (this class is in a non-parallel collection, so changing the process's directory touches no other test).
+        string previous = Directory.GetCurrentDirectory();
+        using var empty = new VisualChat.Tests.Model.TempFolder();
+        Directory.SetCurrentDirectory(empty.Path);
+        try {
             error = new StringWriter();
             rc = root.Parse(["chat"]).Invoke(new InvocationConfiguration { Output = new StringWriter(), Error = error });
             Assert.Equal(1, rc);
             Assert.Contains("--model", error.ToString());
             Assert.Contains(ChatCommand.DefaultModelFolder, error.ToString());
+        } finally {
+            Directory.SetCurrentDirectory(previous);
         }
     }
 }

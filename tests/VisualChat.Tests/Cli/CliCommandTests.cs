@@ -65,14 +65,17 @@ public class CliCommandTests
         Assert.Equal(0, list.ExitCode);
         foreach (var preset in ModelPresetCatalog.All) Assert.Contains(preset.Name, list.Out);
 
-        var unknown = Vchat("init-model", "--preset", "nope", "--out", "/tmp/never-written");
+        using var folder = new TempFolder();
+        var neverWritten = folder.File("never-written");
+        var unknown = Vchat("init-model", "--preset", "nope", "--out", neverWritten);
         Assert.Equal(1, unknown.ExitCode);
         Assert.Contains("Unknown preset 'nope'", unknown.Err);
-        Assert.False(Directory.Exists("/tmp/never-written"));
+        Assert.False(Directory.Exists(neverWritten));
 
-        var badDtype = Vchat("init-model", "--preset", "tiny", "--out", "/tmp/never-written", "--dtype", "int3");
+        var badDtype = Vchat("init-model", "--preset", "tiny", "--out", neverWritten, "--dtype", "int3");
         Assert.Equal(1, badDtype.ExitCode);
         Assert.Contains("int3", badDtype.Err);
+        Assert.False(Directory.Exists(neverWritten));
     }
 
     [Fact]

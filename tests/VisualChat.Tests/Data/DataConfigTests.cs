@@ -75,6 +75,7 @@ public class DataConfigTests : IDisposable
     }
 }
 
+[Collection(ProcessWideStateCollection.Name)]
 public class DataInspectCommandTests(DataRootClassFixture fixture) : IClassFixture<DataRootClassFixture>
 {
     private readonly TempDir _dir = fixture.Dir;

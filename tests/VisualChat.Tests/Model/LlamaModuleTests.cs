@@ -172,6 +172,13 @@ public class LlamaModuleTests
             else if (wavelen > 64 / 1.0) Assert.Equal(plain[j] / 8, freqs[j], 6);
             else Assert.InRange(freqs[j], plain[j] / 8 - 1e-7, plain[j] + 1e-7);
         }
+        // Middle band (16 ≤ wavelength ≤ 64 here: pairs 1 and 2 of head_dim 16), values worked out by hand from Meta's
+        // apply_scaling: smooth = (64/λ − 1)/(4 − 1), f' = (1 − smooth)·f/8 + smooth·f.
+        //   pair 1: f = 10000^(−2/16) = 0.316228, λ = 19.8692, smooth = 0.740357 → 0.2443845994
+        //   pair 2: f = 0.1, λ = 62.8319, smooth = 0.0061972 → 0.01304225604
+        Assert.Equal(16, config.HeadDim);
+        Assert.True(Math.Abs(freqs[1] / 0.2443845994 - 1) < 1e-6, $"middle-band pair 1: {freqs[1]}, expected 0.2443845994");
+        Assert.True(Math.Abs(freqs[2] / 0.01304225604 - 1) < 1e-6, $"middle-band pair 2: {freqs[2]}, expected 0.01304225604");
     }
 
     [Fact]

@@ -195,6 +195,7 @@ public class ModelPresetTests
     }
 }
 
+[Collection(ProcessWideStateCollection.Name)]
 public class CpuThreadPolicyTests
 {
     [Fact]

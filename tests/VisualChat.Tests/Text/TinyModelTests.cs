@@ -7,8 +7,9 @@ namespace VisualChat.Tests.Text;
 /// the same ids there (tiny_model_sentencepiece_ids.json, produced by make_tiny_fixture.py from the file this test writes).</summary>
 public sealed class TinyModelTests
 {
-    /// <summary>Fixed place for the written model, so make_tiny_fixture.py can read it after a test run.</summary>
-    public static readonly string WrittenModelFolder = Path.Combine(Path.GetTempPath(), "visualchat-tiny-tokenizer");
+    /// <summary>Where to keep the written models for make_tiny_fixture.py (set it to regenerate the fixture); otherwise
+    /// each test writes under its own temporary folder, deleted afterwards.</summary>
+    public const string KeepModelsVariable = "VISUALCHAT_TINY_TOKENIZER_OUT";
 
     public static SentencePieceModel BuildTinyModel() => SentencePieceModelBuilder.CreateByteFallbackBpe(
     [
@@ -41,8 +42,10 @@ public sealed class TinyModelTests
     public void BuiltModel_SavesLoadsAndMatchesPythonSentencePiece(string variant)
     {
         var model = BuildVariant(variant);
-        string path = Path.Combine(WrittenModelFolder, variant + ".model");
-        Directory.CreateDirectory(WrittenModelFolder);
+        using var temp = new VisualChat.Tests.Model.TempFolder();
+        string folder = Environment.GetEnvironmentVariable(KeepModelsVariable) is { Length: > 0 } keep ? keep : temp.Path;
+        string path = Path.Combine(folder, variant + ".model");
+        Directory.CreateDirectory(folder);
         model.Save(path);
         var reloaded = SentencePieceModel.Load(path);
         Assert.Equal(model.Pieces, reloaded.Pieces);

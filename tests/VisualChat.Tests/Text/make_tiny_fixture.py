@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""Produces tiny_model_sentencepiece_ids.json from the models TinyModelTests writes (into
-/tmp/visualchat-tiny-tokenizer/<variant>.model): python sentencepiece's ids for a few strings."""
+"""Produces tiny_model_sentencepiece_ids.json from the models TinyModelTests writes when run with
+VISUALCHAT_TINY_TOKENIZER_OUT=/tmp/visualchat-tiny-tokenizer (into that folder as <variant>.model): python
+sentencepiece's ids for a few strings. Usage: make_tiny_fixture.py [folder]."""
 import json, sys
 import sentencepiece as spm
 

@@ -40,6 +40,25 @@ public class TrainerTests
         Assert.True(evals[^1] < evals[0], $"eval loss {evals[0]} -> {evals[^1]}");
         foreach (var name in new[] { "epoch-1", "epoch-2", "best", "final" })
             Assert.NotNull(CheckpointStore.TryRead(Path.Combine(kit.RunDir, name)));
+        // best/ holds the weights of the epoch whose eval loss was lowest (evals after epochs 1 and 2 are at steps 6, 12).
+        var epochEvals = trainer.Metrics.History.Where(m => m.Kind == "eval" && m.Step > 0).ToList();
+        var bestEval = epochEvals.MinBy(m => m.EvalLoss!.Value)!;
+        var worstEval = epochEvals.MaxBy(m => m.EvalLoss!.Value)!;
+        Assert.NotEqual(bestEval.Step, worstEval.Step);
+        Assert.Equal(bestEval.EvalLoss, summary.BestEvalLoss);
+        Assert.Equal(bestEval.Step, CheckpointStore.TryRead(Path.Combine(kit.RunDir, "best"))!.Step);
+        string bestEpoch = $"epoch-{epochEvals.IndexOf(bestEval) + 1}", otherEpoch = $"epoch-{epochEvals.IndexOf(worstEval) + 1}";
+        using (var best = VisualChat.Weights.TensorFiles.Open(Path.Combine(kit.RunDir, "best", CheckpointStore.WeightsFile)))
+        using (var atBestEpoch = VisualChat.Weights.TensorFiles.Open(Path.Combine(kit.RunDir, bestEpoch, CheckpointStore.WeightsFile)))
+        using (var atOtherEpoch = VisualChat.Weights.TensorFiles.Open(Path.Combine(kit.RunDir, otherEpoch, CheckpointStore.WeightsFile)))
+        {
+            Assert.NotEmpty(best.Entries);
+            foreach (var entry in best.Entries)
+            {
+                Assert.True(TrainingTestKit.BitIdentical(best.Read(entry.Name), atBestEpoch.Read(entry.Name)), $"best/{entry.Name} is not {bestEpoch}'s");
+            }
+            Assert.Contains(best.Entries, e => !TrainingTestKit.BitIdentical(best.Read(e.Name), atOtherEpoch.Read(e.Name)));
+        }
         Assert.True(File.Exists(Path.Combine(kit.RunDir, "loss.png")));
         var lines = File.ReadAllLines(Path.Combine(kit.RunDir, "metrics.jsonl"));
         Assert.Equal(12 + 3, lines.Length);

@@ -55,6 +55,45 @@ public sealed class VisualChatTrainingTests : IDisposable
     }
 
     [Fact]
+    public void ResumedMultimodalRunEndsBitIdenticalToAnUninterruptedOne()
+    {
+        Dictionary<string, Tensor> State(TrainingRun run) =>
+            ((Trainer<VisualChatTrainingBatch>)run.Trainer).Model.Module.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone());
+        TrainingConfig RunConfig(string folder, bool resume)
+        {
+            var config = Config();
+            config.MaxSteps = 4;
+            config.OutputDir = Path.Combine(_dir, folder);
+            if (resume) config.Resume = "auto";
+            return config;
+        }
+
+        Dictionary<string, Tensor> straight;
+        using (var run = TrainingRunFactory.Create(RunConfig("straight", resume: false)))
+        {
+            Assert.Equal(4, run.Run().Steps);
+            straight = State(run);
+        }
+        using (var run = TrainingRunFactory.Create(RunConfig("resumed", resume: false)))
+        using (var stop = new CancellationTokenSource())
+        {
+            run.Trainer.Progress = m => { if (m.Kind == "train" && m.Step == 2) stop.Cancel(); };
+            var first = run.Run(stop.Token);
+            Assert.True(first.Interrupted);
+            Assert.Equal(2, first.Steps);
+        }
+        using (var run = TrainingRunFactory.Create(RunConfig("resumed", resume: true)))
+        {
+            var second = run.Run();
+            Assert.False(second.Interrupted);
+            Assert.Equal(4, second.Steps);
+            // The resumed run must continue with batches 2 and 3 of the epoch's plan, not start it over.
+            foreach (var (name, tensor) in State(run))
+                Assert.True(TrainingTestKit.BitIdentical(straight[name], tensor), $"{name} differs between the resumed and the uninterrupted run");
+        }
+    }
+
+    [Fact]
     public void GradientCheckpointingTrainsToTheSameWeights()
     {
         Dictionary<string, Tensor> Train(bool checkpointing, string run)
@@ -124,5 +163,19 @@ public sealed class VisualChatLoraTrainingTests : IDisposable
         using var reloaded = VisualChatModel.Load(exported);
         Assert.Equal(before.Keys.Order(), reloaded.state_dict().Keys.Order());
         Assert.Contains(reloaded.state_dict(), kv => kv.Key.StartsWith("vision.") && kv.Key.EndsWith("q_proj.weight") && !kv.Value.allclose(before[kv.Key], rtol: 0, atol: 0));
+
+        // The exported (merged) model computes what the trained (unmerged adapter) model computes, images included.
+        using var noGrad = no_grad();
+        trained.eval();
+        reloaded.eval();
+        int img = trained.Config.ImageTokenId;
+        var ids = tensor(new long[] { 1, 40, img, 41, 42, 43 }, new long[] { 1, 6 });
+        var pixels = stack(new[] { rand(new long[] { 3, 32, 32 }, generator: new Generator(5)) });
+        var trainedLogits = trained.forward(new VisualChatBatch(ids, null, null, [1], pixels)).Logits;
+        var exportedLogits = reloaded.forward(new VisualChatBatch(ids, null, null, [1], pixels)).Logits;
+        var baseLogits = baseModel.forward(new VisualChatBatch(ids, null, null, [1], pixels)).Logits;
+        float gap = (trainedLogits - exportedLogits).abs().max().item<float>();
+        Assert.True(gap < 1e-4f, $"exported logits differ from the trained model's by {gap}");
+        Assert.True((trainedLogits - baseLogits).abs().max().item<float>() > 1e-3f, "training must have changed the logits");
     }
 }
