@@ -153,6 +153,7 @@ public static class LlavaCheckpoint
     /// <summary>Loads a LLaVA HF folder (config.json, weights, tokenizer and preprocessor_config.json when present).</summary>
     public static VisualChatModel Load(string folder, Device? device = null)
     {
+        ModelFolderWriter.VerifyOrThrow(folder); // folders written by LlavaExport carry a manifest; downloaded ones do not
         var mapping = ReadConfig(Path.Combine(folder, ConfigFile));
         var config = mapping.Config;
         using var source = TensorFiles.Open(folder);
