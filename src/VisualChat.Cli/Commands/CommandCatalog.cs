@@ -12,6 +12,7 @@ public static class CommandCatalog
         yield return EvalCommand.Create();
         yield return TrainCommand.Create();
         yield return ExportCommand.Create();
+        yield return ImportCommand.Create();
         yield return InitModelCommand.Create();
         yield return GenerateCommand.Create();
         yield return ServeCommand.Create();

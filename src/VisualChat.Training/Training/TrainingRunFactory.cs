@@ -48,8 +48,8 @@ public static class TrainingRunFactory
                     throw new TrainingConfigException("Training config for model.kind visualchat needs 'model.path' (a VisualChat model folder) or both 'model.lm' (LLaMA folder) and 'model.vision' (vision encoder folder).");
                 foreach (var (key, folder) in new[] { ("model.path", config.Model.Path), ("model.lm", config.Model.Lm), ("model.vision", config.Model.Vision) })
                     if (folder is not null && !Directory.Exists(folder)) throw new TrainingConfigException($"Training config key '{key}' = {folder}: folder does not exist.");
-                if (config.Model.Path is { } modelFolder && !File.Exists(System.IO.Path.Combine(modelFolder, VisualChatConfig.FileName)))
-                    throw new TrainingConfigException($"Training config key 'model.path' = {modelFolder}: no {VisualChatConfig.FileName} there (write one with `vchat init-model --kind visualchat`, or give model.lm + model.vision).");
+                if (config.Model.Path is { } modelFolder && !VisualChatModel.IsModelFolder(modelFolder))
+                    throw new TrainingConfigException($"Training config key 'model.path' = {modelFolder}: no {VisualChatConfig.FileName} there and no LLaVA config.json (write one with `vchat init-model --kind visualchat`, or give model.lm + model.vision).");
                 if (config.Model.Path is null)
                 {
                     try { VisualChatConfig.ParseAttentionMode(config.Model.AttentionMode, "training config"); }

@@ -11,8 +11,20 @@ public enum SegmentRole { Prompt, Answer }
 /// round has an answer) by one answer segment.</summary>
 public sealed record TemplateSegment(int RoundIndex, SegmentRole Role, string Text);
 
+/// <summary>Which prompt format a model was trained with.</summary>
+public enum PromptStyle
+{
+    /// <summary>DeepSpeed-VisualChat: "### Image k:", "### Question:", "### Answer:".</summary>
+    DeepSpeedVisualChat,
+    /// <summary>LLaVA-1.5 (vicuna_v1): "USER: &lt;image&gt;\n… ASSISTANT: …&lt;/s&gt;USER: …".</summary>
+    Llava,
+}
+
 public sealed record ConversationTemplateOptions
 {
+    /// <summary>The prompt format; a model folder chooses it (<c>prompt_template</c> in visualchat.json, or LLaVA's own).</summary>
+    public PromptStyle Style { get; init; } = PromptStyle.DeepSpeedVisualChat;
+
     /// <summary>System instruction placed before the first round, followed by a blank line. Null or empty: none.
     /// A conversation's own <see cref="Conversation.System"/> overrides it.</summary>
     public string? SystemPrompt { get; init; } = ConversationTemplate.DefaultSystemPrompt;
@@ -34,6 +46,10 @@ public sealed record ConversationTemplateOptions
 /// Deliberate deviation: the original inserts the single added token "### Image:" and swaps its id for the ids of
 /// "### Image k:" tokenized on its own; here "### Image k:" is ordinary text tokenized in context. The original's
 /// <c>DEFAULT_SYSTEM_TOKEN</c> ("### System instuction:") is defined there but never rendered, so it is not rendered here.
+/// <para>With <see cref="PromptStyle.Llava"/> it renders LLaVA-1.5's vicuna_v1 format instead (the processor chat template
+/// of llava-hf with LLaVA's "&lt;/s&gt;" round separator): per round <c>[system + " " on the first round]</c>
+/// <c>"USER: " + "&lt;image&gt;\n" per new image + question + " ASSISTANT:"</c> (prompt) and <c>" " + answer</c> (answer,
+/// EOS appended), BOS only before the first round.</para>
 /// </summary>
 public sealed class ConversationTemplate
 {
@@ -44,6 +60,7 @@ public sealed class ConversationTemplate
     public const string ImagePlaceholder = "<image>";
     public const string QuestionHeader = "### Question:";
     public const string AnswerHeader = "### Answer:";
+    public const string LlavaUser = "USER:", LlavaAssistant = "ASSISTANT:";
     public const int IgnoreLabel = -100;
 
     public static string ImageHeader(int imageNumber) => $"### Image {imageNumber}:";
@@ -65,14 +82,22 @@ public sealed class ConversationTemplate
         {
             var round = conversation.Rounds[r];
             var prompt = new StringBuilder();
-            if (r == 0 && !string.IsNullOrEmpty(system)) prompt.Append(system).Append("\n\n");
-            foreach (var _ in round.NewImages)
-                prompt.Append(ImageHeader(++imageNumber)).Append('\n').Append(ImagePlaceholder).Append('\n');
-            if (round.NewImages.Count > 0) prompt.Append('\n');
-            prompt.Append(QuestionHeader).Append('\n').Append(round.Question).Append("\n\n").Append(AnswerHeader).Append('\n');
+            bool llava = Options.Style == PromptStyle.Llava;
+            if (llava) {
+                if (r == 0 && !string.IsNullOrEmpty(system)) prompt.Append(system).Append(' ');
+                prompt.Append(LlavaUser).Append(' ');
+                foreach (var _ in round.NewImages) prompt.Append(ImagePlaceholder).Append('\n');
+                prompt.Append(round.Question).Append(' ').Append(LlavaAssistant);
+            } else {
+                if (r == 0 && !string.IsNullOrEmpty(system)) prompt.Append(system).Append("\n\n");
+                foreach (var _ in round.NewImages)
+                    prompt.Append(ImageHeader(++imageNumber)).Append('\n').Append(ImagePlaceholder).Append('\n');
+                if (round.NewImages.Count > 0) prompt.Append('\n');
+                prompt.Append(QuestionHeader).Append('\n').Append(round.Question).Append("\n\n").Append(AnswerHeader).Append('\n');
+            }
             segments.Add(new TemplateSegment(r, SegmentRole.Prompt, prompt.ToString()));
             if (round.Answer is not null)
-                segments.Add(new TemplateSegment(r, SegmentRole.Answer, round.Answer));
+                segments.Add(new TemplateSegment(r, SegmentRole.Answer, llava ? " " + round.Answer : round.Answer));
             else if (r != conversation.Rounds.Count - 1)
                 throw new ArgumentException($"Round {r + 1} of the conversation from {Sources(conversation)} has no answer; only the last round may lack one.", nameof(conversation));
         }
@@ -121,7 +146,8 @@ public sealed class ConversationTemplate
                 ? segments[++i] : null;
             bool addBos = Options.BosEachRound || prompt.RoundIndex == 0;
             // Like the original, prompt and answer are tokenized together and the prompt length is taken from the
-            // prompt tokenized alone; prompts end in "\n", so no token straddles the boundary.
+            // prompt tokenized alone; prompts end in "\n" (DSVC) or "ASSISTANT:" before an answer starting with a
+            // space (LLaVA), so no token straddles the boundary.
             var promptIds = tokenizer.Encode(prompt.Text, addBos: addBos);
             int[] ids;
             int[] labels;

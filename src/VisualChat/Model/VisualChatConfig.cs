@@ -30,7 +30,7 @@ public sealed class VisualChatConfig
 
     /// <summary>"causal", "causal+cross" or "mmca".</summary>
     [JsonPropertyName("attention_mode")] public string AttentionModeName { get; set; } = "mmca";
-    /// <summary>"baseline", "vit" or "perceiver" (DSVC --vis_proj).</summary>
+    /// <summary>"baseline", "vit" or "perceiver" (DSVC --vis_proj), or "mlp2x_gelu" (LLaVA-1.5).</summary>
     [JsonPropertyName("projection")] public string Projection { get; set; } = "baseline";
     [JsonPropertyName("perceiver_grid_size")] public int PerceiverGridSize { get; set; } = 16;
     [JsonPropertyName("perceiver_heads")] public int? PerceiverHeads { get; set; }
@@ -42,10 +42,13 @@ public sealed class VisualChatConfig
     [JsonPropertyName("image_token")] public string ImageToken { get; set; } = ConversationTemplate.ImagePlaceholder;
     /// <summary>Vocabulary size of the language model before the image token was added: the LM head's rows.</summary>
     [JsonPropertyName("lm_vocab_size")] public int LmVocabSize { get; set; }
-    /// <summary>Id of the image token: an added id ≥ <see cref="LmVocabSize"/> (a row of the grown input embedding).</summary>
+    /// <summary>Id of the image token: an added id ≥ <see cref="LmVocabSize"/> (a row of the grown input embedding), or
+    /// for LLaVA checkpoints its <c>image_token_index</c> inside the padded vocabulary.</summary>
     [JsonPropertyName("image_token_id")] public int ImageTokenId { get; set; }
     [JsonPropertyName("system_prompt")] public string? SystemPrompt { get; set; } = ConversationTemplate.DefaultSystemPrompt;
     [JsonPropertyName("bos_each_round")] public bool BosEachRound { get; set; } = true;
+    /// <summary>"dsvc" (DeepSpeed-VisualChat's "### Image k:" template) or "llava" (LLaVA-1.5's USER:/ASSISTANT:).</summary>
+    [JsonPropertyName("prompt_template")] public string PromptTemplate { get; set; } = DsvcTemplateName;
     /// <summary>Train an untied LM head too (tied models always train it through the shared embedding matrix).</summary>
     [JsonPropertyName("train_lm_head")] public bool TrainLmHead { get; set; }
     /// <summary>Most images one conversation may hold; null = no limit.</summary>
@@ -57,7 +60,16 @@ public sealed class VisualChatConfig
     [JsonIgnore] public AttentionMode AttentionMode => ParseAttentionMode(AttentionModeName, FileName);
     [JsonIgnore] public ProjectionKind ProjectionKind => ProjectionFactory.ParseKind(Projection);
     [JsonIgnore] public VisionFeatureSelect VisionFeatureSelect => ParseFeatureSelect(VisionFeatureSelectName, FileName);
-    [JsonIgnore] public ConversationTemplateOptions TemplateOptions => new() { SystemPrompt = SystemPrompt, BosEachRound = BosEachRound };
+    [JsonIgnore] public ConversationTemplateOptions TemplateOptions => new() { SystemPrompt = SystemPrompt, BosEachRound = BosEachRound, Style = ParsePromptStyle(PromptTemplate, FileName) };
+
+    public const string DsvcTemplateName = "dsvc", LlavaTemplateName = "llava";
+
+    public static PromptStyle ParsePromptStyle(string name, string source) => name.Trim().ToLowerInvariant() switch
+    {
+        DsvcTemplateName => PromptStyle.DeepSpeedVisualChat,
+        LlavaTemplateName => PromptStyle.Llava,
+        _ => throw new InvalidDataException($"{source}: prompt_template '{name}' is unknown; use \"{DsvcTemplateName}\" or \"{LlavaTemplateName}\"."),
+    };
 
     static readonly JsonSerializerOptions WriteOptions = new() { WriteIndented = true };
 
@@ -97,16 +109,21 @@ public sealed class VisualChatConfig
     {
         _ = ParseAttentionMode(AttentionModeName, source);
         try { _ = ProjectionFactory.ParseKind(Projection); }
-        catch (ArgumentException) { throw new InvalidDataException($"{source}: projection '{Projection}' is unknown; use \"baseline\", \"vit\" or \"perceiver\"."); }
+        catch (ArgumentException) { throw new InvalidDataException($"{source}: projection '{Projection}' is unknown; use \"baseline\", \"vit\", \"perceiver\" or \"mlp2x_gelu\"."); }
         _ = ParseFeatureSelect(VisionFeatureSelectName, source);
+        _ = ParsePromptStyle(PromptTemplate, source);
         if (!VisionEncoderFactory.Kinds.Contains(VisionEncoder))
             throw new InvalidDataException($"{source}: vision_encoder '{VisionEncoder}' is unknown; use {string.Join(" or ", VisionEncoderFactory.Kinds.Select(k => $"\"{k}\""))}.");
         if (PerceiverGridSize < 1) throw new InvalidDataException($"{source}: perceiver_grid_size must be ≥ 1 (got {PerceiverGridSize}).");
         if (PerceiverHeads is < 1) throw new InvalidDataException($"{source}: perceiver_heads must be ≥ 1 when given (got {PerceiverHeads}).");
         if (string.IsNullOrEmpty(ImageToken)) throw new InvalidDataException($"{source}: image_token must be a non-empty string such as \"<image>\".");
         if (LmVocabSize < 1) throw new InvalidDataException($"{source}: lm_vocab_size must be the language model's vocab_size (got {LmVocabSize}).");
-        if (ImageTokenId < LmVocabSize)
-            throw new InvalidDataException($"{source}: image_token_id {ImageTokenId} must be an added id ≥ lm_vocab_size {LmVocabSize}.");
+        // DSVC adds the placeholder after the vocabulary; LLaVA keeps it inside a padded vocabulary (32000 of 32064).
+        bool llava = ParsePromptStyle(PromptTemplate, source) == PromptStyle.Llava;
+        if (ImageTokenId < 0 || (!llava && ImageTokenId < LmVocabSize))
+            throw new InvalidDataException(llava
+                ? $"{source}: image_token_id {ImageTokenId} must be a token id ≥ 0 (LLaVA's image_token_index)."
+                : $"{source}: image_token_id {ImageTokenId} must be an added id ≥ lm_vocab_size {LmVocabSize}.");
         if (MaxImages is < 1) throw new InvalidDataException($"{source}: max_images must be ≥ 1 when given (got {MaxImages}).");
         return this;
     }

@@ -70,9 +70,11 @@ public sealed partial class VisualChatModel
         if (cross_attn is not null) StateDict.Save(cross_attn, Path.Combine(folder, CrossAttentionFile));
     }
 
-    /// <summary>Loads a folder written by <see cref="Save"/> (strict), onto <paramref name="device"/> (CPU by default).</summary>
+    /// <summary>Loads a folder written by <see cref="Save"/> (strict), or a Hugging Face LLaVA folder (config.json with
+    /// model_type "llava", see <see cref="LlavaCheckpoint"/>), onto <paramref name="device"/> (CPU by default).</summary>
     public static VisualChatModel Load(string folder, Device? device = null)
     {
+        if (LlavaCheckpoint.IsLlavaFolder(folder)) return LlavaCheckpoint.Load(folder, device);
         ModelFolderWriter.VerifyOrThrow(folder);
         string configPath = Path.Combine(folder, VisualChatConfig.FileName);
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath} is missing; a VisualChat model folder starts with {VisualChatConfig.FileName}.", configPath);
@@ -108,6 +110,11 @@ public sealed partial class VisualChatModel
         if (device is not null && device.type != DeviceType.CPU) model.to(device);
         return model;
     }
+
+    /// <summary>True when <paramref name="folder"/> is something <see cref="Load"/> reads: a VisualChat model folder
+    /// (visualchat.json) or a LLaVA HF folder.</summary>
+    public static bool IsModelFolder(string folder) =>
+        File.Exists(Path.Combine(folder, VisualChatConfig.FileName)) || LlavaCheckpoint.IsLlavaFolder(folder);
 
     static string RequireFile(string path) =>
         File.Exists(path) ? path : throw new FileNotFoundException($"The VisualChat model folder lacks {path}; see docs/model-folder.md for its layout.", path);

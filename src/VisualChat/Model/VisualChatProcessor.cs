@@ -36,6 +36,7 @@ public sealed class VisualChatProcessor
     /// preprocessing for its image_size).</summary>
     public static VisualChatProcessor Load(string folder)
     {
+        if (LlavaCheckpoint.IsLlavaFolder(folder)) return LlavaCheckpoint.LoadProcessor(folder);
         string configPath = Path.Combine(folder, VisualChatConfig.FileName);
         if (!File.Exists(configPath)) throw new FileNotFoundException($"{configPath} is missing; a VisualChat model folder starts with {VisualChatConfig.FileName}.", configPath);
         var config = VisualChatConfig.Load(configPath);

@@ -3,12 +3,14 @@ using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Vision.Projection;
 
-/// <summary>DeepSpeed-VisualChat's <c>--vis_proj</c> choices.</summary>
+/// <summary>DeepSpeed-VisualChat's <c>--vis_proj</c> choices, plus LLaVA-1.5's two-layer GELU MLP.</summary>
 public enum ProjectionKind
 {
     Baseline,
     Vit,
     Perceiver,
+    /// <summary>LLaVA-1.5's <c>mlp2x_gelu</c> (Linear → GELU → Linear).</summary>
+    Mlp2xGelu,
 }
 
 /// <summary>

@@ -2,7 +2,7 @@ using static TorchSharp.torch;
 
 namespace VisualChat.Vision.Projection;
 
-/// <summary>Builds the projection DSVC selects with <c>--vis_proj baseline|vit|perceiver</c>.</summary>
+/// <summary>Builds the projection DSVC selects with <c>--vis_proj baseline|vit|perceiver</c>, or LLaVA-1.5's <c>mlp2x_gelu</c>.</summary>
 public static class ProjectionFactory
 {
     public static ProjectionKind ParseKind(string kind) => kind.Trim().ToLowerInvariant() switch
@@ -10,7 +10,20 @@ public static class ProjectionFactory
         "baseline" => ProjectionKind.Baseline,
         "vit" => ProjectionKind.Vit,
         "perceiver" => ProjectionKind.Perceiver,
-        _ => throw new ArgumentException($"Unknown projection kind '{kind}'; use baseline, vit or perceiver.", nameof(kind)),
+        Mlp2xGeluName => ProjectionKind.Mlp2xGelu,
+        _ => throw new ArgumentException($"Unknown projection kind '{kind}'; use baseline, vit, perceiver or mlp2x_gelu.", nameof(kind)),
+    };
+
+    public const string Mlp2xGeluName = "mlp2x_gelu";
+
+    /// <summary>The name <see cref="ParseKind"/> reads back.</summary>
+    public static string KindName(ProjectionKind kind) => kind switch
+    {
+        ProjectionKind.Baseline => "baseline",
+        ProjectionKind.Vit => "vit",
+        ProjectionKind.Perceiver => "perceiver",
+        ProjectionKind.Mlp2xGelu => Mlp2xGeluName,
+        _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown projection kind."),
     };
 
     public static IProjection Create(string kind, int visionWidth, int lmWidth, ProjectionOptions? options = null, Generator? generator = null) =>
@@ -28,6 +41,7 @@ public static class ProjectionFactory
             ProjectionKind.Vit => new VitProjection(visionWidth, lmWidth, options.VitLayerConfig
                 ?? throw new ArgumentException("The vit projection needs ProjectionOptions.VitLayerConfig (the vision encoder's CLIP config).", nameof(options)), generator: generator),
             ProjectionKind.Perceiver => new PerceiverProjection(visionWidth, lmWidth, options.PerceiverGridSize, options.PerceiverHeads, generator: generator),
+            ProjectionKind.Mlp2xGelu => new Mlp2xGeluProjection(visionWidth, lmWidth, generator: generator),
             _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown projection kind."),
         };
     }
