@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using VisualChat.Vision;
+using VisualChat.Vision.Imaging;
 
 namespace VisualChat.Server;
 

@@ -3,6 +3,7 @@ using System.Text;
 using VisualChat.Conversations;
 using VisualChat.Model;
 using VisualChat.Vision;
+using VisualChat.Vision.Imaging;
 
 namespace VisualChat.Server;
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json.Nodes;
+using VisualChat.Conversations;
 
 namespace VisualChat.Server;
 

@@ -15,6 +15,8 @@ using Microsoft.Extensions.Hosting;
 using VisualChat.Inference;
 using VisualChat.Model;
 using VisualChat.Vision;
+using VisualChat.Inference.Generation;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Server;
 

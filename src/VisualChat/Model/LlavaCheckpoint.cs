@@ -5,6 +5,8 @@ using VisualChat.Text;
 using VisualChat.Vision;
 using VisualChat.Weights;
 using static TorchSharp.torch;
+using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Projection;
 
 namespace VisualChat.Model;
 

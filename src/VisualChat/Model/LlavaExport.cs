@@ -3,6 +3,8 @@ using System.Text.Json.Nodes;
 using VisualChat.Vision;
 using VisualChat.Weights;
 using static TorchSharp.torch;
+using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Projection;
 
 namespace VisualChat.Model;
 

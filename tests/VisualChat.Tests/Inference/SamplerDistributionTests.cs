@@ -1,5 +1,6 @@
 using VisualChat.Inference;
 using static TorchSharp.torch;
+using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Inference;
 

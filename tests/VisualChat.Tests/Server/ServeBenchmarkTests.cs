@@ -22,7 +22,7 @@ public sealed class ServeBenchmarkTests(ServerTestHost host) : IClassFixture<Ser
     [Fact]
     public void Bmp_DecodesToItsSize()
     {
-        var image = VisualChat.Vision.ImageLoader.Load(ServeBenchmark.Bmp(5, 40), "bench.bmp");
+        var image = VisualChat.Vision.Imaging.ImageLoader.Load(ServeBenchmark.Bmp(5, 40), "bench.bmp");
         Assert.Equal(40, image.Width);
         Assert.Equal(40, image.Height);
     }

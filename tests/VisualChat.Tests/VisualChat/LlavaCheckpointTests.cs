@@ -8,6 +8,8 @@ using VisualChat.Vision;
 using VisualChat.Weights;
 using Xunit;
 using static TorchSharp.torch;
+using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Projection;
 
 namespace VisualChat.Tests.Multimodal;
 

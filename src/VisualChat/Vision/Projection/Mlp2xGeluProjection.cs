@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace VisualChat.Vision;
+namespace VisualChat.Vision.Projection;
 
 /// <summary>
 /// LLaVA-1.5's projector (<c>mm_projector_type mlp2x_gelu</c>, HF <c>LlavaMultiModalProjector</c>):

@@ -1,5 +1,7 @@
 using VisualChat.Vision;
 using static TorchSharp.torch;
+using VisualChat.Vision.Projection;
+using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Tests.Vision.Encoders;
 
