@@ -87,7 +87,7 @@ public static class ModelFolderWriter
     }
 
     /// <summary>
-    /// Checks every file the folder's manifest lists (present, same size, same SHA-256) and that no weights file is
+    /// Checks every file the folder's manifest lists (present; weights and tokenizer files also same size and SHA-256) and that no weights file is
     /// unlisted; throws naming the first bad file. A folder without a manifest (written by other tools) passes.
     /// </summary>
     public static void VerifyOrThrow(string folder)
@@ -126,6 +126,9 @@ public static class ModelFolderWriter
             var path = Path.Combine(folder, relative);
             if (!File.Exists(path))
                 return ($"{path} is missing (listed in {ManifestFile}); the model folder is incomplete: export or save it again.", path);
+            // JSON configs are the user's to edit (attention mode, template, preprocessing); they are validated when
+            // parsed. The manifest guards the files no one edits by hand: weights and tokenizer.
+            if (relative.EndsWith(".json", StringComparison.OrdinalIgnoreCase)) continue;
             long actual = new FileInfo(path).Length;
             if (actual != size)
                 return ($"{path} is {actual} bytes but {ManifestFile} lists {size}; the file is truncated or from another model: export or save the folder again.", null);

@@ -103,8 +103,8 @@ public class VisionProjectionTests
     public void FactoryNamesItsChoices()
     {
         Assert.Equal(ProjectionKind.Perceiver, ProjectionFactory.ParseKind(" Perceiver "));
-        var error = Assert.Throws<ArgumentException>(() => ProjectionFactory.ParseKind("mlp2x"));
-        Assert.Contains("baseline, vit or perceiver", error.Message);
+        var error = Assert.Throws<ArgumentException>(() => ProjectionFactory.ParseKind("resampler"));
+        Assert.Contains("baseline, vit, perceiver or mlp2x_gelu", error.Message);
         var projection = ProjectionFactory.Create("baseline", 16, 8);
         Assert.Equal((ProjectionKind.Baseline, 16, 8), (projection.Kind, projection.InputWidth, projection.OutputWidth));
     }
