@@ -12,7 +12,7 @@ namespace VisualChat.Demo;
 /// description (the image marker, count, colour and kind word embeddings in the image's slots, marked image-modality
 /// and read through multi-modal causal attention). The LM thereby learns the template, the questions and how to read
 /// an image slot through MMCA's image branch; it is frozen afterwards. Trains through the project's trainer
-/// (<see cref="DemoPretraining"/>); the loss is the model's (<see cref="VisualChatModel.ShiftedLoss"/>).
+/// (<see cref="DemoPretraining"/>); the loss is the model's (<see cref="LlamaForCausalLM.Loss"/>).
 /// </summary>
 public static class LanguagePretraining
 {
@@ -45,8 +45,7 @@ public static class LanguagePretraining
             var embeddings = lm.Embed(batch.InputIds).reshape(b * l, hidden);
             if (batch.ImageSlots.shape[0] > 0)
                 embeddings = embeddings.index_copy(0, batch.ImageSlots, words.Embeddings(lm, batch.Scenes, recipe.ImageTokens));
-            var output = lm.Forward(new CausalLMInput(InputsEmbeds: embeddings.reshape(b, l, hidden), TokenModality: batch.Modality));
-            return VisualChatModel.ShiftedLoss(output.Logits, batch.Labels).Loss;
+            return lm.Loss(new CausalLMInput(InputsEmbeds: embeddings.reshape(b, l, hidden), TokenModality: batch.Modality), batch.Labels).Loss;
         });
         return (lm, loss);
     }

@@ -22,8 +22,6 @@ public sealed class LlamaLmTrainable(LlamaForCausalLM model, Func<string, bool>?
 
     public bool IsPretrained(string parameterName) => !ParameterSelection.IsLoraParameter(parameterName);
 
-    private static readonly Scalar IgnoreLabel = Conversations.ConversationTemplate.IgnoreLabel.ToScalar();   // held: see TorchScalars
-
     public LossResult ComputeLoss(TrainingBatch batch)
     {
         using var scope = NewDisposeScope();
@@ -31,12 +29,7 @@ public sealed class LlamaLmTrainable(LlamaForCausalLM model, Func<string, bool>?
         var ids = batch.InputIds.to(device);
         var mask = batch.AttentionMask.to(device);
         var labels = batch.Labels.to(device);
-        var logits = Model.forward(new CausalLMInput(InputIds: ids, AttentionMask: mask)).Logits;
-        long length = logits.shape[1];
-        var shiftedLogits = logits.narrow(1, 0, length - 1).to(ScalarType.Float32).reshape(-1, logits.shape[2]);
-        var shiftedLabels = labels.narrow(1, 1, length - 1).reshape(-1);
-        var loss = nn.functional.cross_entropy(shiftedLogits, shiftedLabels, ignore_index: Conversations.ConversationTemplate.IgnoreLabel);
-        long tokens = shiftedLabels.ne(IgnoreLabel).sum().item<long>();
+        var (loss, tokens) = Model.Loss(new CausalLMInput(InputIds: ids, AttentionMask: mask), labels);
         return new LossResult(loss.MoveToOuterDisposeScope(), tokens, 0);
     }
 

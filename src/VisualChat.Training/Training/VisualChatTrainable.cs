@@ -43,10 +43,9 @@ public sealed class VisualChatTrainable(VisualChatModel model) : ITrainable<Visu
     public LossResult ComputeLoss(VisualChatTrainingBatch batch)
     {
         using var scope = NewDisposeScope();
-        var output = Model.forward(batch.ToModelInput());
-        var loss = output.Loss ?? throw new InvalidOperationException("The training batch has no labels.");
+        var (loss, answerTokens) = Model.Loss(batch.ToModelInput());
         long images = batch.Batch.Images.Sum(i => i.Count);
-        return new LossResult(loss.to(ScalarType.Float32).MoveToOuterDisposeScope(), output.AnswerTokens, images);
+        return new LossResult(loss.to(ScalarType.Float32).MoveToOuterDisposeScope(), answerTokens, images);
     }
 
     public IReadOnlyList<string> SampleIds(VisualChatTrainingBatch batch) =>

@@ -131,6 +131,15 @@ public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLM
 
     public CausalLMOutput Forward(CausalLMInput input) => forward(input);
 
+    /// <summary>The training loss for <paramref name="labels"/> [B, L] (see <see cref="CausalLMLoss"/>): the head runs only
+    /// on positions that have a target.</summary>
+    public (Tensor Loss, long Targets) Loss(CausalLMInput input, Tensor labels)
+    {
+        using var scope = NewDisposeScope();
+        var (loss, count) = CausalLMLoss.Shifted(model.forward(input).LastHiddenState, labels, OutputEmbeddingWeight);
+        return (loss.MoveToOuterDisposeScope(), count);
+    }
+
     public Tensor Embed(Tensor inputIds) => model.embed_tokens.forward(inputIds);
 
     /// <summary>A fresh cache sized for this model.</summary>

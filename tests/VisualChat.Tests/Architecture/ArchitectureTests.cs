@@ -138,47 +138,21 @@ public sealed class ArchitectureTests
                 foreach (var t in Expand(argument)) yield return t;
     }
 
-    static readonly Dictionary<short, OpCode> OpCodesByValue = typeof(OpCodes).GetFields(BindingFlags.Public | BindingFlags.Static)
-        .Select(f => (OpCode)f.GetValue(null)!).ToDictionary(o => o.Value);
-
     /// <summary>Declaring types of every method, field and type token in the body.</summary>
     static IEnumerable<Type> BodyTypes(MethodBase method)
     {
-        byte[]? il;
-        try { il = method.GetMethodBody()?.GetILAsByteArray(); }
-        catch (Exception e) when (e is BadImageFormatException or InvalidOperationException) { yield break; }
-        if (il is null) yield break;
-        var typeArgs = method.DeclaringType is { IsGenericType: true } d ? d.GetGenericArguments() : null;
-        var methodArgs = method is MethodInfo { IsGenericMethod: true } m ? m.GetGenericArguments() : null;
-        int pos = 0;
-        while (pos < il.Length)
+        var (typeArgs, methodArgs) = IlInstructions.GenericContext(method);
+        foreach (var (_, op, token) in IlInstructions.Read(method))
         {
-            short value = il[pos++];
-            if (value == 0xFE) value = unchecked((short)(0xFE00 | il[pos++]));
-            var op = OpCodesByValue[value];
-            int operandSize = op.OperandType switch
+            if (op.OperandType is not (OperandType.InlineMethod or OperandType.InlineField or OperandType.InlineType or OperandType.InlineTok)) continue;
+            Type? used = null;
+            try
             {
-                OperandType.InlineNone => 0,
-                OperandType.ShortInlineBrTarget or OperandType.ShortInlineI or OperandType.ShortInlineVar => 1,
-                OperandType.InlineVar => 2,
-                OperandType.InlineI8 or OperandType.InlineR => 8,
-                OperandType.InlineSwitch => 4 + 4 * BitConverter.ToInt32(il, pos),
-                _ => 4,
-            };
-            if (op.OperandType is OperandType.InlineMethod or OperandType.InlineField or OperandType.InlineType or OperandType.InlineTok)
-            {
-                int token = BitConverter.ToInt32(il, pos);
-                Type? used = null;
-                try
-                {
-                    var member = method.Module.ResolveMember(token, typeArgs, methodArgs);
-                    used = member as Type ?? member?.DeclaringType;
-                    if (member is FieldInfo field) used = field.DeclaringType;
-                }
-                catch (Exception e) when (e is ArgumentException or TypeLoadException or FileNotFoundException or BadImageFormatException) { }
-                if (used is not null) yield return used;
+                var member = method.Module.ResolveMember(token, typeArgs, methodArgs);
+                used = member as Type ?? member?.DeclaringType;
             }
-            pos += operandSize;
+            catch (Exception e) when (e is ArgumentException or TypeLoadException or FileNotFoundException or BadImageFormatException) { }
+            if (used is not null) yield return used;
         }
     }
 

@@ -91,10 +91,6 @@ internal static class ScalarIlScanner
     const BindingFlags All = BindingFlags.DeclaredOnly | BindingFlags.Public | BindingFlags.NonPublic |
                              BindingFlags.Instance | BindingFlags.Static;
 
-    static readonly Dictionary<short, OpCode> OpCodesByValue = typeof(OpCodes)
-        .GetFields(BindingFlags.Public | BindingFlags.Static)
-        .Select(f => (OpCode)f.GetValue(null)!)
-        .ToDictionary(o => o.Value);
 
     public static List<string> FindTemporaryScalars(Assembly assembly)
     {
@@ -185,37 +181,17 @@ internal static class ScalarIlScanner
     /// <summary>Every instruction of the body with its resolved method operand (null for non-call instructions).</summary>
     public static List<(int Offset, OpCode OpCode, MethodBase? Target)> Calls(MethodBase method)
     {
+        var (typeArgs, methodArgs) = IlInstructions.GenericContext(method);
         var result = new List<(int, OpCode, MethodBase?)>();
-        byte[]? il;
-        try { il = method.GetMethodBody()?.GetILAsByteArray(); }
-        catch (Exception e) when (e is BadImageFormatException or InvalidOperationException) { return result; }
-        if (il is null) return result;
-
-        var typeArgs = method.DeclaringType is { IsGenericType: true } t ? t.GetGenericArguments() : null;
-        var methodArgs = method is MethodInfo { IsGenericMethod: true } m ? m.GetGenericArguments() : null;
-        int pos = 0;
-        while (pos < il.Length)
+        foreach (var (offset, opcode, token) in IlInstructions.Read(method))
         {
-            int offset = pos;
-            short value = il[pos++];
-            if (value == 0xFE) value = (short)(0xFE00 | il[pos++]);
-            var opcode = OpCodesByValue[value];
             MethodBase? target = null;
             if (opcode.OperandType == OperandType.InlineMethod)
             {
-                try { target = method.Module.ResolveMethod(BitConverter.ToInt32(il, pos), typeArgs, methodArgs); }
+                try { target = method.Module.ResolveMethod(token, typeArgs, methodArgs); }
                 // TorchSharp references optional assemblies (protobuf, SkiaSharp) that the tests do not load.
                 catch (FileNotFoundException) when (method.Module.Assembly == TorchSharpAssembly) { }
             }
-            pos += opcode.OperandType switch
-            {
-                OperandType.InlineNone => 0,
-                OperandType.ShortInlineBrTarget or OperandType.ShortInlineI or OperandType.ShortInlineVar => 1,
-                OperandType.InlineVar => 2,
-                OperandType.InlineI8 or OperandType.InlineR => 8,
-                OperandType.InlineSwitch => 4 + 4 * BitConverter.ToInt32(il, pos),
-                _ => 4,
-            };
             result.Add((offset, opcode, target));
         }
         return result;

@@ -93,7 +93,7 @@ public class VisualChatModelTests
         manual_seed(11);
         var logits = randn(2, 6, 10);
         var labels = Ids([-100, -100, -100, 4, 5, -100], [-100, 7, -100, -100, -100, -100]);
-        var (loss, count) = VisualChatModel.ShiftedLoss(logits, labels);
+        var (loss, count) = CausalLMLoss.Shifted(logits, labels);
         Assert.Equal(3, count);
         var logp = logits.log_softmax(-1);
         double expected = -(logp[0, 2, 4].item<float>() + logp[0, 3, 5].item<float>() + logp[1, 0, 7].item<float>()) / 3;
@@ -101,7 +101,7 @@ public class VisualChatModelTests
         // logits at positions whose (shifted) target is masked do not matter
         var changed = logits.clone();
         changed[0, 0] = randn(10) * 5; changed[0, 4] = randn(10) * 5; changed[1, 3] = randn(10) * 5;
-        Assert.Equal(loss.item<float>(), VisualChatModel.ShiftedLoss(changed, labels).Loss.item<float>(), 6);
+        Assert.Equal(loss.item<float>(), CausalLMLoss.Shifted(changed, labels).Loss.item<float>(), 6);
     }
 
     [Fact]
@@ -149,6 +149,46 @@ public class VisualChatModelTests
         Assert.True(float.IsFinite(output.Loss!.item<float>()));
         output.Loss.backward();
         Assert.True(model.projection.parameters().First().grad!.abs().sum().item<float>() > 0);
+    }
+
+    [Fact]
+    public void TrainingLossOnTargetRowsEqualsTheLossOfTheFullLogits_ValueAndGradients()
+    {
+        using var scope = NewDisposeScope();
+        using var model = Tiny();
+        var tokenizer = model.Tokenizer!;
+        var template = new global::VisualChat.Conversations.ConversationTemplate(model.Config.TemplateOptions);
+        var image = new global::VisualChat.Conversations.FileImageRef("unused.png");
+        var conversations = new[]
+        {
+            new global::VisualChat.Conversations.Conversation("test", [new([image], "what is this", "a red cat"), global::VisualChat.Conversations.Round.TextOnly("and this", "a blue dog")], []),
+            new global::VisualChat.Conversations.Conversation("test", [new([image], "what color", "red")], []),
+        };
+        using var batch = new global::VisualChat.Data.Collator(tokenizer.EosId).Collate(conversations.Select(c => template.Tokenize(c, tokenizer)).ToArray());
+        var pixels = Images(2);
+        var projection = model.projection.parameters().First();
+        var embeddings = model.lm.model.embed_tokens.weight!;
+
+        var full = model.forward(batch.ToModelInput(pixels));
+        full.Loss!.backward();
+        var fullProjectionGrad = projection.grad!.clone();
+        var fullEmbeddingGrad = embeddings.grad!.clone();
+        projection.grad = null; embeddings.grad = null;
+
+        var (loss, answerTokens) = model.Loss(batch.ToModelInput(pixels));
+        loss.backward();
+        Assert.Equal(full.AnswerTokens, answerTokens);
+        Assert.Equal(full.Loss.item<float>(), loss.item<float>(), 5);
+        Assert.True(fullProjectionGrad.allclose(projection.grad!, rtol: 1e-4, atol: 1e-6), "projection gradients differ");
+        Assert.True(fullEmbeddingGrad.allclose(embeddings.grad!, rtol: 1e-4, atol: 1e-6), "embedding gradients differ");
+
+        // The language model's own training loss is the same function of its logits.
+        var ids = batch.InputIds;
+        var logits = model.lm.Forward(new CausalLMInput(InputIds: ids)).Logits;
+        var (lmLoss, targets) = model.lm.Loss(new CausalLMInput(InputIds: ids), batch.Labels);
+        var (reference, referenceTargets) = CausalLMLoss.Shifted(logits, batch.Labels);
+        Assert.Equal(referenceTargets, targets);
+        Assert.Equal(reference.item<float>(), lmLoss.item<float>(), 5);
     }
 
     [Fact]

@@ -60,7 +60,7 @@ public static class DescribedTextPretraining
         return LanguagePretraining.TrainOnFreshConversations(recipe, lm, tokenizer, template, $"seed {recipe.Seed / 1000} lm", runDir, log, samples =>
         {
             var (ids, labels) = Collate(samples.Select(sample => Describe(sample, words, recipe.ImageTokens)).ToArray());
-            return VisualChatModel.ShiftedLoss(lm.Forward(new CausalLMInput(InputIds: ids)).Logits, labels).Loss;
+            return lm.Loss(new CausalLMInput(InputIds: ids), labels).Loss;
         });
     }
 
