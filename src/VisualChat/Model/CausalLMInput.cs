@@ -32,7 +32,7 @@ public sealed record DecoderOutput(Tensor LastHiddenState, KVCache? Cache);
 
 /// <summary>What each decoder layer receives besides the hidden states; built once per forward. Disposing it frees the
 /// attention context's per-forward state.</summary>
-public sealed record DecoderLayerContext(Tensor Cos, Tensor Sin, AttentionContext Attention, IAttentionKernel Kernel, KVCache? Cache) : IDisposable
+internal sealed record DecoderLayerContext(Tensor Cos, Tensor Sin, AttentionContext Attention, IAttentionKernel Kernel, KVCache? Cache) : IDisposable
 {
     public void Dispose() => Attention.Dispose();
 }

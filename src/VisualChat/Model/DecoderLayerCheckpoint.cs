@@ -13,7 +13,7 @@ namespace VisualChat.Model;
 /// the gradients of the input and of the extension's tensors (e.g. the image memory of <c>causal+cross</c>, whose
 /// producer, the projection, trains). LLaMA has no dropout, so the recomputation is exact.
 /// </summary>
-public sealed class DecoderLayerCheckpoint : autograd.MultiTensorFunction<DecoderLayerCheckpoint>
+internal sealed class DecoderLayerCheckpoint : autograd.MultiTensorFunction<DecoderLayerCheckpoint>
 {
     public override string Name => nameof(DecoderLayerCheckpoint);
 

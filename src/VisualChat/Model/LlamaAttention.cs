@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace VisualChat.Model;
 
 /// <summary>Multi-head attention with grouped KV heads; the attention computation itself is the context's kernel.</summary>
-public sealed class LlamaAttention : nn.Module<Tensor, DecoderLayerContext, Tensor>
+internal sealed class LlamaAttention : nn.Module<Tensor, DecoderLayerContext, Tensor>
 {
     readonly int layerIndex;
     readonly int numHeads;

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace VisualChat.Model;
 
 /// <summary>Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(·)).</summary>
-public sealed class LlamaDecoderLayer : nn.Module<Tensor, DecoderLayerContext, Tensor>
+internal sealed class LlamaDecoderLayer : nn.Module<Tensor, DecoderLayerContext, Tensor>
 {
     public readonly LlamaAttention self_attn;
     public readonly LlamaMLP mlp;

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace VisualChat.Model;
 
 /// <summary>SwiGLU feed-forward: down(silu(gate(x)) * up(x)).</summary>
-public sealed class LlamaMLP : nn.Module<Tensor, Tensor>
+internal sealed class LlamaMLP : nn.Module<Tensor, Tensor>
 {
     public readonly nn.Module<Tensor, Tensor> gate_proj;
     public readonly nn.Module<Tensor, Tensor> up_proj;

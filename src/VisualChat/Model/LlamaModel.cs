@@ -9,8 +9,8 @@ namespace VisualChat.Model;
 public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
 {
     public readonly Embedding embed_tokens;
-    public readonly ModuleList<LlamaDecoderLayer> layers;
-    public readonly LlamaRMSNorm norm;
+    internal readonly ModuleList<LlamaDecoderLayer> layers;
+    internal readonly LlamaRMSNorm norm;
     readonly LlamaRotaryEmbedding rotary_emb;
 
     public LlamaConfig Config { get; }

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace VisualChat.Model;
 
 /// <summary>RMS norm as HF LlamaRMSNorm: the variance is taken in fp32 whatever the input dtype.</summary>
-public sealed class LlamaRMSNorm : nn.Module<Tensor, Tensor>
+internal sealed class LlamaRMSNorm : nn.Module<Tensor, Tensor>
 {
     // Held for the module's life: a temporary Scalar may be finalized during the native call (see TorchScalars).
     readonly Scalar variance_epsilon;

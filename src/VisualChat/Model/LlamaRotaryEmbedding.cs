@@ -7,7 +7,7 @@ namespace VisualChat.Model;
 /// Rotary position embedding with HF's scaling variants. cos/sin are computed in fp32 from the position ids and
 /// returned in the dtype of the activations, as HF does.
 /// </summary>
-public sealed class LlamaRotaryEmbedding : nn.Module<Tensor, Tensor, (Tensor cos, Tensor sin)>
+internal sealed class LlamaRotaryEmbedding : nn.Module<Tensor, Tensor, (Tensor cos, Tensor sin)>
 {
     readonly int dim;
     readonly double baseTheta;
