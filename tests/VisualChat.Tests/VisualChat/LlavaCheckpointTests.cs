@@ -228,6 +228,100 @@ public sealed class LlavaCheckpointTests
         Assert.True(MaxAbsDiff(output.Logits.narrow(1, 0, expected.shape[1]), expected) < 1e-4);
     }
 
+    /// <summary>LLaVA folder (transformers ≥ 4.52 names) → <c>vchat import</c>'s VisualChat folder → <c>vchat export
+    /// --format llava-hf</c>: each step reloads to the reference forward, and the export is the legacy LLaVA layout
+    /// that transformers and vLLM read (the same tensors under the same names as a legacy checkpoint of these weights).</summary>
+    [Theory]
+    [InlineData("float32", 1e-4)]
+    [InlineData("bfloat16", 0.15)]
+    public void ImportThenExportRoundTripsTheForwardAndTheLlavaLayout(string dtypeName, double tolerance)
+    {
+        using var temp = new TempFolder();
+        using var scope = NewDisposeScope();
+        var config = Config();
+        var weights = Weights(config, LlavaKeyLayout.Transformers452, seed: 11);
+        string source = temp.File("llava"), imported = temp.File("imported"), exported = temp.File("exported");
+        WriteFolder(source, config, weights);
+
+        using (var model = VisualChatModel.Load(source)) model.Save(imported);
+        using (var model = VisualChatModel.Load(imported)) {
+            Assert.Null(LlavaExport.WhyNot(model));
+            LlavaExport.Write(model, exported, DevicePolicy.ParseDType(dtypeName), maxShardBytes: 30_000);
+        }
+
+        var written = JsonNode.Parse(File.ReadAllText(Path.Combine(exported, "config.json")))!;
+        Assert.Equal("llava", (string?)written["model_type"]);
+        Assert.Equal(ImageTokenIndex, (int)written["image_token_index"]!);
+        Assert.Equal(-2, (int)written["vision_feature_layer"]!);
+        Assert.Equal("default", (string?)written["vision_feature_select_strategy"]);
+        Assert.Equal(dtypeName, (string?)written["torch_dtype"]);
+        Assert.True(File.Exists(Path.Combine(exported, "model.safetensors.index.json")));   // sharded at 30 kB
+        using (var source2 = TensorFiles.Open(exported)) {
+            var legacyNames = weights.Keys.Select(name => LegacyName(name)).OrderBy(n => n, StringComparer.Ordinal);
+            Assert.Equal(legacyNames, source2.Entries.Select(e => e.Name).OrderBy(n => n, StringComparer.Ordinal));
+            var embed = source2.Read("language_model.model.embed_tokens.weight", ScalarType.Float32);
+            Assert.Equal(new long[] { TextVocab, 64 }, embed.shape);
+        }
+
+        if (dtypeName == "float32") {
+            // export → import gives identical tensors
+            using var before = VisualChatModel.Load(imported);
+            using var after = VisualChatModel.Load(exported);
+            var expectedTensors = before.state_dict();
+            var actualTensors = after.state_dict();
+            Assert.Equal(expectedTensors.Keys.Order(), actualTensors.Keys.Order());
+            foreach (var (name, tensor) in expectedTensors)
+                Assert.True(tensor.shape.SequenceEqual(actualTensors[name].shape) && tensor.eq(actualTensors[name]).all().item<bool>(), $"{name} changed in the round trip");
+        }
+
+        using var generator = new Generator(12);
+        var pixels = randn(new long[] { 2, 3, 32, 32 }, generator: generator);
+        int[] ids = [1, 33, ImageTokenIndex, 50, 61, ImageTokenIndex, 70];
+        var expected = ReferenceLogits(weights, LlavaKeyLayout.Transformers452, ids, pixels);
+        using var noGrad = no_grad();
+        foreach (var folder in new[] { imported, exported }) {
+            using var model = VisualChatModel.Load(folder);
+            var output = model.forward(new VisualChatBatch(tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0), null, null, [2], pixels));
+            var actual = output.Logits.narrow(1, 0, expected.shape[1]).to(ScalarType.Float32);
+            // bf16 storage rounds every weight to 8 bits of mantissa: logits of magnitude ~5 move by ~0.05.
+            Assert.True(MaxAbsDiff(actual, expected) < tolerance, $"{Path.GetFileName(folder)}: max |Δ| = {MaxAbsDiff(actual, expected)}");
+        }
+    }
+
+    static string LegacyName(string transformers452Name)
+    {
+        var from = LlavaKeyLayout.Transformers452;
+        var to = LlavaKeyLayout.Legacy;
+        foreach (var (a, b) in new[] { (from.LanguageModel, to.LanguageModel), (from.LmHead, to.LmHead), (from.Vision, to.Vision), (from.Projector, to.Projector) })
+            if (transformers452Name.StartsWith(a, StringComparison.Ordinal)) return b + transformers452Name[a.Length..];
+        throw new InvalidOperationException(transformers452Name);
+    }
+
+    [Fact]
+    public void ExportRefusesWhatLlavaCannotExpressAndNamesIt()
+    {
+        using var temp = new TempFolder();
+        using var scope = NewDisposeScope();
+        using (var baseline = VisualChatPresets.Create(VisualChatPresets.Tiny, 3, AttentionMode.Causal)) {
+            var error = Assert.Throws<InvalidOperationException>(() => LlavaExport.Write(baseline, temp.File("out1")));
+            Assert.Contains("projection is \"baseline\"", error.Message);
+        }
+        // A LLaVA model switched to MMCA (a hand edit of the imported folder's visualchat.json) cannot go back.
+        var config = Config();
+        WriteFolder(temp.File("llava"), config, Weights(config, LlavaKeyLayout.Legacy, seed: 13));
+        using (var model = VisualChatModel.Load(temp.File("llava"))) model.Save(temp.File("imported"));
+        var configFile = Path.Combine(temp.File("imported"), "visualchat.json");
+        var json = JsonNode.Parse(File.ReadAllText(configFile))!;
+        json["attention_mode"] = "mmca";
+        File.WriteAllText(configFile, json.ToJsonString());
+        using (var mmca = VisualChatModel.Load(temp.File("imported"))) {
+            var error = Assert.Throws<InvalidOperationException>(() => LlavaExport.Write(mmca, temp.File("out2")));
+            Assert.Contains("attention_mode is \"mmca\"", error.Message);
+        }
+        Assert.False(Directory.Exists(temp.File("out1")));
+        Assert.False(Directory.Exists(temp.File("out2")));
+    }
+
     [Fact]
     public void TwoRoundPromptIsLlavasUserAssistantFormat()
     {
