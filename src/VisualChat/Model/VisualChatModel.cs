@@ -139,11 +139,17 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
         return Projection.Project(features.to(ScalarType.Float32)).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Encodes and projects the batch's images and interleaves them with its text (the start of every forward).</summary>
+    InterleavedInput Prepare(VisualChatBatch batch)
+    {
+        var imageEmbeds = batch.Pixels is { } pixels && pixels.shape[0] > 0 ? EncodeImages(pixels, batch.ImageKeys) : null;
+        return Interleave(batch.InputIds, batch.Labels, batch.AttentionMask, batch.ImageCounts, imageEmbeds);
+    }
+
     public override VisualChatOutput forward(VisualChatBatch batch)
     {
         using var scope = NewDisposeScope();
-        var imageEmbeds = batch.Pixels is { } pixels && pixels.shape[0] > 0 ? EncodeImages(pixels, batch.ImageKeys) : null;
-        var input = Interleave(batch.InputIds, batch.Labels, batch.AttentionMask, batch.ImageCounts, imageEmbeds);
+        var input = Prepare(batch);
         var logits = RunLanguageModel(input.InputsEmbeds, input.AttentionMask, input.Modality, input.Memory, cache: null, lastTokenOnly: false);
         Tensor? loss = null;
         long answerTokens = 0;
@@ -161,14 +167,12 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
     {
         if (batch.Labels is null) throw new ArgumentException("The batch has no labels to compute a loss on.", nameof(batch));
         using var scope = NewDisposeScope();
-        var imageEmbeds = batch.Pixels is { } pixels && pixels.shape[0] > 0 ? EncodeImages(pixels, batch.ImageKeys) : null;
-        var input = Interleave(batch.InputIds, batch.Labels, batch.AttentionMask, batch.ImageCounts, imageEmbeds);
+        var input = Prepare(batch);
         var hidden = lm.model.forward(new CausalLMInput(InputsEmbeds: input.InputsEmbeds, AttentionMask: input.AttentionMask,
             TokenModality: input.Modality, AttentionExtension: input.Memory)).LastHiddenState;
         var (loss, count) = CausalLMLoss.Shifted(hidden, input.Labels!, HeadWeight);
         return (loss.MoveToOuterDisposeScope(), count);
     }
-
 
     /// <summary>Runs the decoder on embeddings [B, L, D] and applies the head → logits [B, L (or 1), lm_vocab_size].
     /// <paramref name="modality"/> [B, L] must be given (the cache records it); <paramref name="memory"/> is the
