@@ -70,7 +70,7 @@ public static class TrainCommand
                 (output, error) = (rankLog, new TeeWriter(rankLog, error));
             }
             int code = Train(config, output, error, parse.GetValue(CliErrors.VerboseOption), communicator);
-            if (PeakMemory.HighWaterMark() is > 0 and var peak) output.WriteLine($"rank {communicator.Rank} of {communicator.Size}: peak RSS {peak / (1024.0 * 1024.0):F0} MB");
+            if (code == 0 && PeakMemory.HighWaterMark() is > 0 and var peak) output.WriteLine($"rank {communicator.Rank} of {communicator.Size}: peak RSS {peak / (1024.0 * 1024.0):F0} MB");
             rankLog?.Flush();
             if (code is not (0 or 129 or 130 or 143))
             {
