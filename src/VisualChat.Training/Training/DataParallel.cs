@@ -23,13 +23,17 @@ internal readonly record struct GlobalMicroBatch(double Loss, long Targets, long
 /// restore slices the full moments to this rank's pieces, so a run resumes on any number of ranks.</item>
 /// </list>
 /// </summary>
-internal sealed class DataParallel
+internal sealed class DataParallel : IDisposable
 {
     readonly MpiCommunicator _comm;
     readonly IReadOnlyList<(string Name, Tensor Master)> _tensors;
     readonly BucketLayout _layout;
     readonly Dictionary<string, BucketLayout.Piece> _pieces;
     readonly Dictionary<string, Tensor> _masters;
+    /// <summary>One bucket's worth of floats, reused by every transient collective buffer (the ZeRO-2 gradient send
+    /// buffer, the parameter all-gather): allocating and freeing a bucket-sized block per call grows the process's
+    /// resident memory (the C allocator keeps the freed blocks), which would eat what ZeRO saves.</summary>
+    readonly Tensor _scratch;
 
     public int Stage { get; }
     public int Rank => _comm.Rank;
@@ -44,6 +48,7 @@ internal sealed class DataParallel
         _layout = new BucketLayout(masters.Select(m => m.Master.numel()).ToList(), bucketElements, communicator.Size);
         _pieces = _layout.Pieces(communicator.Rank).ToDictionary(p => masters[p.Tensor].Name, StringComparer.Ordinal);
         _masters = masters.ToDictionary(m => m.Name, m => m.Master, StringComparer.Ordinal);
+        _scratch = empty(_layout.Buckets.Max(b => b.Size), ScalarType.Float32).DetachFromDisposeScope();
     }
 
     /// <summary>What AdamW updates for a master tensor: all of it (ZeRO 0), this rank's piece as a flat view of its
@@ -100,7 +105,8 @@ internal sealed class DataParallel
         for (int b = 0; b < _layout.Buckets.Count; b++)
         {
             var bucket = _layout.Buckets[b];
-            var flat = zeros(bucket.Size, ScalarType.Float32);
+            // ZeRO 0/1 keep the summed gradient until the step ends (AdamW reads views of it); ZeRO 2 sends it away.
+            var flat = Stage < 2 ? zeros(bucket.Size, ScalarType.Float32) : Scratch(bucket.Size).zero_();
             for (int k = 0; k < bucket.Count; k++)
                 if (grads[bucket.First + k] is { } grad) flat.narrow(0, bucket.Offsets[k], grad.numel()).copy_(grad.reshape(-1));
             Tensor reduced;
@@ -114,7 +120,6 @@ internal sealed class DataParallel
             {
                 reduced = empty(bucket.Chunk, ScalarType.Float32);
                 _comm.ReduceScatterSum(flat, reduced);
-                flat.Dispose();
                 baseOffset = -Rank * bucket.Chunk;
             }
             if (unscale is not null) reduced.mul_(unscale);
@@ -128,7 +133,12 @@ internal sealed class DataParallel
                 if (!_pieces.TryGetValue(name, out var piece)) continue;
                 var slice = reduced.narrow(0, baseOffset + bucket.Offsets[k] + piece.Start, piece.Length);
                 gradients[name] = slice;
-                if (Stage == 2) ownSquares += slice.square().sum().to(ScalarType.Float64).item<double>();
+                if (Stage == 2)
+                {
+                    // A per-piece norm, not square().sum(): no piece-sized temporary lives on until the step ends.
+                    double pieceNorm = slice.norm().item<float>();
+                    ownSquares += pieceNorm * pieceNorm;
+                }
             }
         }
         double norm;
@@ -142,6 +152,10 @@ internal sealed class DataParallel
         }
         return (gradients, norm);
     }
+
+    Tensor Scratch(long size) => _scratch.narrow(0, 0, size);
+
+    public void Dispose() => _scratch.Dispose();
 
     /// <summary>Rank 0's trainable weights to every rank, so all start from the same point whatever their own
     /// initialisation or checkpoint read did.</summary>
@@ -174,7 +188,7 @@ internal sealed class DataParallel
         foreach (var bucket in _layout.Buckets)
         {
             using var scope = NewDisposeScope();
-            var flat = empty(bucket.Size, ScalarType.Float32);
+            var flat = Scratch(bucket.Size);
             FillOwnChunk(bucket, flat, name => _masters[name].detach().view(-1));
             _comm.AllGatherInPlace(flat);
             for (int k = 0; k < bucket.Count; k++)

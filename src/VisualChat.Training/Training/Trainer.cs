@@ -642,6 +642,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
     public void Dispose()
     {
         _optimizer.Dispose();
+        _parallel?.Dispose();
         foreach (var (_, parameter, master) in _trainable)
             if (!ReferenceEquals(parameter, master)) master.Dispose();
     }
