@@ -575,8 +575,9 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         if (safeChanges.Count > 0) Log?.Invoke($"resume: changed settings (allowed): {Show(safeChanges)}");
     }
 
-    /// <summary>What decides the batch plan is the global batch, per_device_train_batch_size × ranks: a checkpoint of
-    /// 2 ranks × 2 resumes on 1 rank × 4 (the same plan), and 2 ranks × 2 → 1 rank × 2 is an unsafe change.</summary>
+    /// <summary>What decides the batch plan is the global batch, per_device_train_batch_size × ranks: across rank
+    /// counts, a checkpoint of 2 ranks × 2 resumes on 1 rank × 4 (the same plan), and 2 ranks × 2 → 1 rank × 2 is an
+    /// unsafe change. On the same rank count the per-device difference itself is reported.</summary>
     List<(string Key, string Stored, string Current, bool Safe)> GlobalBatchDifference(
         IReadOnlyList<(string Key, string Stored, string Current, bool Safe)> differences, TrainingConfig stored, string folder)
     {
@@ -587,10 +588,10 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         }
         catch (Exception e) when (e is IOException or JsonException or InvalidOperationException or FormatException) { }   // Restore names a damaged state file
         int ranks = _parallel?.Size ?? 1;
+        if (storedRanks == ranks) return differences.ToList();
         var list = differences.Where(d => d.Key != "per_device_train_batch_size").ToList();
         long before = (long)stored.PerDeviceTrainBatchSize * storedRanks, after = (long)_config.PerDeviceTrainBatchSize * ranks;
-        if (before != after || storedRanks != ranks)
-            list.Add(("global batch (per_device_train_batch_size × ranks)", $"{stored.PerDeviceTrainBatchSize} × {storedRanks}", $"{_config.PerDeviceTrainBatchSize} × {ranks}", before == after));
+        list.Add(("global batch (per_device_train_batch_size × ranks)", $"{stored.PerDeviceTrainBatchSize} × {storedRanks}", $"{_config.PerDeviceTrainBatchSize} × {ranks}", before == after));
         return list;
     }
 

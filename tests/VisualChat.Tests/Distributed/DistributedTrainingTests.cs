@@ -162,6 +162,7 @@ public sealed class DistributedTrainingTests(DistributedFixture fixture, ITestOu
     [Theory]
     [InlineData(0)]
     [InlineData(1)]
+    [InlineData(2)]
     public void TwoRanksTrainTheSameTensorsAsOneProcess(int zeroStage)
     {
         var name = $"np2-zero{zeroStage}";
@@ -207,7 +208,11 @@ public sealed class DistributedTrainingTests(DistributedFixture fixture, ITestOu
     {
         var refused = Cli("train", "--config", fixture.Config("np1-wrong-batch", perDevice: 3), "--resume", Path.Combine(fixture.ReferenceRun, "epoch-1"));
         Assert.Equal(2, refused.Code);
-        Assert.Contains("global batch (per_device_train_batch_size × ranks) 6 × 1 → 3 × 1", refused.Err);
+        Assert.Contains("per_device_train_batch_size 6 → 3", refused.Err);
+        // Across rank counts the global batch is what is compared: 6 × 1 → 3 × 2 would be the same plan, 6 × 1 → 2 × 2 is not.
+        var (code, output) = RunMpi(2, "train", "--config", fixture.Config("np2-wrong-batch", perDevice: 2), "--resume", Path.Combine(fixture.ReferenceRun, "epoch-1"));
+        Assert.Equal(2, code);
+        Assert.Contains("global batch (per_device_train_batch_size × ranks) 6 × 1 → 2 × 2", output);
     }
 
     [Fact]
