@@ -4,8 +4,8 @@ namespace VisualChat.Training.Distributed;
 
 /// <summary>
 /// The few MPI C calls distributed training needs, bound at run time to Open MPI's <c>libmpi.so.40</c> (Debian:
-/// <c>openmpi-bin libopenmpi-dev</c>). Not the MPI.NET package: its project documents the NuGet build for Microsoft's
-/// MS-MPI on Windows (handles are ints there, pointers in Open MPI) and source builds elsewhere. Open MPI's predefined handles
+/// <c>openmpi-bin libopenmpi-dev</c>). Not the MPI.NET package (not tried): its project documents it for Microsoft's
+/// MS-MPI, whose handles are ints where Open MPI's are pointers. Open MPI's predefined handles
 /// (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM, …) are the addresses of exported globals (<c>ompi_mpi_comm_world</c>, …), read
 /// with <see cref="NativeLibrary.GetExport"/>. The library is loaded only by <see cref="Load"/>, which only an MPI job calls.
 /// </summary>
