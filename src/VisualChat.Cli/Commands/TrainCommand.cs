@@ -5,6 +5,7 @@ using Spectre.Console;
 using Spectre.Console.Rendering;
 using VisualChat.Benchmarks;
 using VisualChat.Training;
+using VisualChat.Training.Distributed;
 
 namespace VisualChat.Cli.Commands;
 
@@ -15,6 +16,9 @@ namespace VisualChat.Cli.Commands;
 /// and SIGHUP finish the current step, write a resumable <c>latest/</c> checkpoint and exit 130, 143 and 129; a second
 /// signal aborts at once (checkpoints are written atomically, so the last complete one survives).
 /// Exit codes: 0 done, 1 data or file error, 2 config error, 3 diverged.
+/// Under <c>mpirun -np N</c> (detected from Open MPI's environment) every rank trains its shard of each global batch;
+/// rank 0 prints and writes the run folder, rank K logs to <c>output_dir/rank-K.log</c>, and a rank that fails aborts
+/// the whole job with its exit code (MPI_Abort), so no rank waits forever for it.
 /// </summary>
 public static class TrainCommand
 {
@@ -48,77 +52,123 @@ public static class TrainCommand
                 error.WriteLine($"vchat train: {e.Message}");
                 return 2;
             }
+            if (!MpiLaunch.IsMpiJob) return Train(config, output, error, parse.GetValue(CliErrors.VerboseOption), null);
 
-            using var cancel = new CancellationTokenSource();
-            int interruptedExit = 130;
-            ConsoleCancelEventHandler onCancel = (_, e) =>
-            {
-                if (cancel.IsCancellationRequested) return; // a second Ctrl-C ends the process
-                e.Cancel = true;
-                cancel.Cancel();
-                error.WriteLine("\nvchat train: stopping after the current step and writing a resumable checkpoint (Ctrl-C again to abort)…");
-            };
-            Console.CancelKeyPress += onCancel;
-            // SIGTERM and SIGHUP are how clusters, `timeout` and `docker stop` end a job: treat them like the first Ctrl-C.
-            // A second signal is not cancelled, so the runtime's default (terminate) applies.
-            PosixSignalRegistration Register(PosixSignal signal, int exitCode, string name) => PosixSignalRegistration.Create(signal, context =>
-            {
-                if (cancel.IsCancellationRequested) return;
-                context.Cancel = true;
-                interruptedExit = exitCode;
-                cancel.Cancel();
-                error.WriteLine($"\nvchat train: {name} received: stopping after the current step and writing a resumable checkpoint (send it again to abort)…");
-            });
-            using var onTerm = Register(PosixSignal.SIGTERM, 143, "SIGTERM");
-            using var onHangup = OperatingSystem.IsWindows() ? null : Register(PosixSignal.SIGHUP, 129, "SIGHUP");
-            try
-            {
-                using var run = TrainingRunFactory.Create(config, message => output.WriteLine(message));
-                if (config.Device == "cpu") VisualChat.Model.DevicePolicy.ConfigureCpuThreads(run.ModelParameters);
-                output.WriteLine($"run dir {run.Trainer.RunDir}: {run.Trainer.TrainableNames.Count} trainable tensors, {run.Trainer.TotalSteps} steps, precision {run.Trainer.StorageDtype}");
-                TrainingSummary summary;
-                if (!Console.IsOutputRedirected && ReferenceEquals(output, Console.Out) && AnsiConsole.Profile.Capabilities.Interactive)
-                    summary = LiveDisplay.Run(run, cancel.Token);
-                else
-                {
-                    var display = new PlainDisplay(output, config.LogEverySteps);
-                    run.Trainer.Progress = display.Show;
-                    run.Trainer.Log = output.WriteLine;
-                    summary = run.Run(cancel.Token);
-                }
-                output.WriteLine(summary.ToString());
-                return summary.Interrupted ? interruptedExit : 0;
-            }
-            catch (TrainingConfigException e)
-            {
-                error.WriteLine($"vchat train: {e.Message}");
-                return 2;
-            }
-            catch (TrainingDivergedException e)
-            {
-                error.WriteLine($"vchat train: {e.Message}");
-                return 3;
-            }
-            catch (VisualChat.Data.DataQualityException e)
-            {
-                error.WriteLine($"vchat train: {e.Message.ReplaceLineEndings(" ")}");
-                return 1;
-            }
-            catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+            MpiCommunicator communicator;
+            try { communicator = MpiCommunicator.Initialize(); }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or InvalidOperationException)
             {
                 error.WriteLine($"vchat train: {e.Message}");
                 return 1;
             }
-            catch (Exception e) when (e is not OutOfMemoryException)
+            StreamWriter? rankLog = null;
+            if (!communicator.IsRoot)
             {
-                return CliErrors.Report("train", e, parse.GetValue(CliErrors.VerboseOption), error);
+                Directory.CreateDirectory(config.OutputDir);
+                rankLog = new StreamWriter(Path.Combine(config.OutputDir, $"rank-{communicator.Rank}.log"), append: true) { AutoFlush = true };
+                rankLog.WriteLine($"--- rank {communicator.Rank} of {communicator.Size}, pid {Environment.ProcessId}, {DateTime.UtcNow:yyyy-MM-dd HH:mm:ss} UTC ---");
+                (output, error) = (rankLog, new TeeWriter(rankLog, error));
             }
-            finally
+            int code = Train(config, output, error, parse.GetValue(CliErrors.VerboseOption), communicator);
+            if (code == 0 && PeakMemory.HighWaterMark() is > 0 and var peak) output.WriteLine($"rank {communicator.Rank} of {communicator.Size}: peak RSS {peak / (1024.0 * 1024.0):F0} MB");
+            rankLog?.Flush();
+            if (code is not (0 or 129 or 130 or 143))
             {
-                Console.CancelKeyPress -= onCancel;
+                error.WriteLine($"vchat train: rank {communicator.Rank} of {communicator.Size} failed (exit {code}); aborting all ranks.");
+                communicator.Abort(code);
             }
+            communicator.Dispose();
+            rankLog?.Dispose();
+            return code;
         });
         return command;
+    }
+
+    static int Train(TrainingConfig config, TextWriter output, TextWriter error, bool verbose, MpiCommunicator? communicator)
+    {
+        using var cancel = new CancellationTokenSource();
+        int interruptedExit = 130;
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            if (cancel.IsCancellationRequested) return; // a second Ctrl-C ends the process
+            e.Cancel = true;
+            cancel.Cancel();
+            error.WriteLine("\nvchat train: stopping after the current step and writing a resumable checkpoint (Ctrl-C again to abort)…");
+        };
+        Console.CancelKeyPress += onCancel;
+        // SIGTERM and SIGHUP are how clusters, `timeout` and `docker stop` end a job: treat them like the first Ctrl-C.
+        // A second signal is not cancelled, so the runtime's default (terminate) applies.
+        PosixSignalRegistration Register(PosixSignal signal, int exitCode, string name) => PosixSignalRegistration.Create(signal, context =>
+        {
+            if (cancel.IsCancellationRequested) return;
+            context.Cancel = true;
+            interruptedExit = exitCode;
+            cancel.Cancel();
+            error.WriteLine($"\nvchat train: {name} received: stopping after the current step and writing a resumable checkpoint (send it again to abort)…");
+        });
+        using var onTerm = Register(PosixSignal.SIGTERM, 143, "SIGTERM");
+        using var onHangup = OperatingSystem.IsWindows() ? null : Register(PosixSignal.SIGHUP, 129, "SIGHUP");
+        try
+        {
+            using var run = TrainingRunFactory.Create(config, message => output.WriteLine(message), communicator);
+            if (config.Device == "cpu")
+            {
+                VisualChat.Model.DevicePolicy.ConfigureCpuThreads(run.ModelParameters);
+                communicator?.ShareCores();
+            }
+            output.WriteLine($"run dir {run.Trainer.RunDir}: {run.Trainer.TrainableNames.Count} trainable tensors, {run.Trainer.TotalSteps} steps, precision {run.Trainer.StorageDtype}" +
+                (communicator is null ? "" : $"; rank {communicator.Rank} of {communicator.Size}, ZeRO stage {config.Distributed.ZeroStage}, global batch {config.PerDeviceTrainBatchSize} × {config.GradientAccumulationSteps} × {communicator.Size}"));
+            TrainingSummary summary;
+            if (!Console.IsOutputRedirected && ReferenceEquals(output, Console.Out) && AnsiConsole.Profile.Capabilities.Interactive)
+                summary = LiveDisplay.Run(run, cancel.Token);
+            else
+            {
+                var display = new PlainDisplay(output, config.LogEverySteps);
+                run.Trainer.Progress = display.Show;
+                run.Trainer.Log = output.WriteLine;
+                summary = run.Run(cancel.Token);
+            }
+            output.WriteLine(summary.ToString());
+            return summary.Interrupted ? interruptedExit : 0;
+        }
+        catch (TrainingConfigException e)
+        {
+            error.WriteLine($"vchat train: {e.Message}");
+            return 2;
+        }
+        catch (TrainingDivergedException e)
+        {
+            error.WriteLine($"vchat train: {e.Message}");
+            return 3;
+        }
+        catch (VisualChat.Data.DataQualityException e)
+        {
+            error.WriteLine($"vchat train: {e.Message.ReplaceLineEndings(" ")}");
+            return 1;
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+        {
+            error.WriteLine($"vchat train: {e.Message}");
+            return 1;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return CliErrors.Report("train", e, verbose, error);
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+    }
+
+    /// <summary>A rank's errors go to its log and to the job's stderr (mpirun shows them).</summary>
+    sealed class TeeWriter(TextWriter first, TextWriter second) : TextWriter
+    {
+        public override System.Text.Encoding Encoding => first.Encoding;
+        public override void Write(char value) { first.Write(value); second.Write(value); }
+        public override void Write(string? value) { first.Write(value); second.Write(value); }
+        public override void WriteLine(string? value) { first.WriteLine(value); second.WriteLine(value); }
+        public override void Flush() { first.Flush(); second.Flush(); }
     }
 
     /// <summary>Plain log lines every N steps (and every evaluation) for redirected output.</summary>

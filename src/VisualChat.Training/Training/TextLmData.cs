@@ -2,6 +2,7 @@ using System.Text.Json;
 using VisualChat.Data;
 using VisualChat.Text;
 using VisualChat.Conversations;
+using VisualChat.Training.Distributed;
 
 namespace VisualChat.Training;
 
@@ -15,31 +16,40 @@ public sealed class TextLmData(IReadOnlyList<TokenizedSample> train, IReadOnlyLi
     /// <summary>Records skipped while reading ("file:line: reason").</summary>
     public IReadOnlyList<string> Skipped { get; init; } = [];
     IReadOnlyCollection<string> ISkippedSamples.SkippedSamples => Skipped;
-    int ISkippedSamples.EmptyTrainBatches => 0;
+    int ISkippedSamples.EmptyTrainBatches => _emptyTrainBatches;
+    int _emptyTrainBatches;
+
+    /// <summary>This rank's part of every global batch (distributed training); the whole data otherwise.</summary>
+    public DataShard Shard { get; init; } = DataShard.Whole;
 
     public IReadOnlyList<TokenizedSample> Train { get; } = train;
     public IReadOnlyList<TokenizedSample> Eval { get; } = eval;
     public bool HasEval => Eval.Count > 0;
 
-    IReadOnlyList<int[]> Plan(int epoch) => BatchPlanner.Plan(Train.Select(s => s.Length).ToArray(), batchSize, seed, epoch, shuffle: true);
+    int GlobalBatch => batchSize * Shard.Count;
 
-    public int BatchesPerEpoch(int epoch) => (Train.Count + batchSize - 1) / batchSize;
+    IReadOnlyList<int[]> Plan(int epoch) => BatchPlanner.Plan(Train.Select(s => s.Length).ToArray(), GlobalBatch, seed, epoch, shuffle: true);
+
+    public int BatchesPerEpoch(int epoch) => (Train.Count + GlobalBatch - 1) / GlobalBatch;
 
     public IEnumerable<TrainingBatch> TrainBatches(int epoch, int skip, CancellationToken cancellationToken)
     {
-        foreach (var indices in Plan(epoch).Skip(skip))
+        foreach (var global in Plan(epoch).Skip(skip))
         {
             cancellationToken.ThrowIfCancellationRequested();
+            var indices = Shard.Slice(global, batchSize);
+            if (indices.Length == 0) { _emptyTrainBatches++; continue; }
             yield return collator.Collate(indices.Select(i => Train[i]).ToList());
         }
     }
 
     public IEnumerable<TrainingBatch> EvalBatches(CancellationToken cancellationToken)
     {
+        int index = 0;
         foreach (var chunk in Eval.Chunk(evalBatchSize))
         {
             cancellationToken.ThrowIfCancellationRequested();
-            yield return collator.Collate(chunk);
+            if (Shard.OwnsEvalBatch(index++)) yield return collator.Collate(chunk);
         }
     }
 

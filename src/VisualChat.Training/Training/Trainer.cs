@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using TorchSharp;
 using TorchSharp.Modules;
 using VisualChat.Data;
+using VisualChat.Training.Distributed;
 using VisualChat.Weights;
 using static TorchSharp.torch;
 
@@ -28,6 +29,8 @@ public sealed record TrainingSummary(
 /// accumulation and clipping, fp16 loss scaling, evaluation, atomic checkpoints and exact resume.
 /// Frozen parameters get requires_grad = false, so backward computes no weight gradient for them and the optimizer
 /// keeps no state for them; gradients still flow through frozen layers to trainable ones before them.
+/// Under mpirun (a communicator given) every rank runs this same loop on its shard of each global batch and joins the
+/// collectives of <see cref="DataParallel"/>; rank 0 alone writes metrics, plots and checkpoints.
 /// </summary>
 public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
 {
@@ -48,6 +51,10 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
     readonly Queue<bool> _recentBatches = new();
     /// <summary>Unloadable samples recorded by the checkpoint a run resumed from.</summary>
     readonly HashSet<string> _restoredSkippedSamples = new(StringComparer.Ordinal);
+    /// <summary>Set under mpirun: gradient and loss reduction, ZeRO partitioning.</summary>
+    readonly DataParallel? _parallel;
+    /// <summary>False on ranks other than 0: they train but write nothing into the run folder.</summary>
+    readonly bool _writes;
 
     /// <summary>Batches over which on_nan: skip measures the skipped share (max_nan_skip_fraction).</summary>
     public const int DivergenceWindow = 20;
@@ -80,17 +87,23 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
     public Action<long, IReadOnlyList<(string Name, Parameter Parameter)>>? AfterBackward { get; set; }
 
     /// <param name="manifestExtras">Added to every checkpoint.json: base model folder, configs, tokenizer, data config.</param>
-    public Trainer(ITrainable<TBatch> model, ITrainingData<TBatch> data, TrainingConfig config, JsonObject? manifestExtras = null)
+    /// <param name="communicator">The MPI job this rank belongs to (null: one process); <paramref name="data"/> must
+    /// then read this rank's <see cref="DataShard"/>.</param>
+    public Trainer(ITrainable<TBatch> model, ITrainingData<TBatch> data, TrainingConfig config, JsonObject? manifestExtras = null, MpiCommunicator? communicator = null)
     {
         config.Validate();
         _model = model;
         _data = data;
         _config = config;
         _manifestExtras = manifestExtras ?? new JsonObject();
+        _writes = communicator is null || communicator.IsRoot;
         RunDir = Path.GetFullPath(config.OutputDir);
         Directory.CreateDirectory(RunDir);
-        _startupNotes.AddRange(CheckpointStore.Recover(RunDir));
-        PrepareRunDir();
+        if (_writes)
+        {
+            _startupNotes.AddRange(CheckpointStore.Recover(RunDir));
+            PrepareRunDir();
+        }
 
         var device = torch.device(config.Device);
         _storageDtype = ResolvePrecision(config.Precision, device, out _precisionWarning);
@@ -108,6 +121,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         }
         if (_trainable.Count == 0)
             throw new TrainingConfigException("No parameter is trainable: the model declares none and 'unfreeze'/'lora_dim' select none.");
+        if (communicator is not null)
+            _parallel = new DataParallel(communicator, _trainable.Select(t => (t.Name, t.Master)).ToList(), config.Distributed.ZeroStage, config.Distributed.BucketMb);
 
         var groups = new List<AdamWGroup>();
         foreach (var pretrained in new[] { false, true })
@@ -117,6 +132,10 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                     .Where(t => ParameterSelection.IsNoDecay(t.Name, t.Parameter) == noDecay).Select(t => (t.Name, t.Master)).ToList();
                 if (members.Count == 0) continue;
                 double lr = pretrained ? config.PretrainedLearningRate ?? config.LearningRate : config.LearningRate;
+                // ZeRO 1/2: this rank's AdamW updates (and keeps moments for) only its pieces of the group's tensors;
+                // the group stays even when it holds none here, so the LR schedule reads the same on every rank.
+                if (_parallel is not null)
+                    members = members.Select(m => (m.Name, Owned: _parallel.Owned(m.Name, m.Master))).Where(m => m.Owned is not null).Select(m => (m.Name, m.Owned!)).ToList();
                 groups.Add(new AdamWGroup((pretrained ? "pretrained_" : "") + (noDecay ? "no_decay" : "decay"), members, lr, noDecay ? 0.0 : config.WeightDecay));
             }
         _optimizer = new AdamW(groups, config.AdamBeta1, config.AdamBeta2, config.AdamEpsilon);
@@ -126,7 +145,9 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         if (config.MaxSteps > 0) total = Math.Min(total, config.MaxSteps);
         TotalSteps = Math.Max(1, total);
         _schedule = new LrSchedule(config.LrSchedulerType, config.WarmupSteps(TotalSteps), TotalSteps);
-        _metrics = new MetricsLog(Path.Combine(RunDir, "metrics.jsonl"));
+        // Other ranks never append, and must not read metrics.jsonl while rank 0 may be replacing it (overwrite):
+        // they get a log of their own that stays empty and is never written.
+        _metrics = new MetricsLog(Path.Combine(RunDir, _writes ? "metrics.jsonl" : $"rank-{communicator!.Rank}.metrics.jsonl"));
     }
 
     /// <summary>A new run (resume: none) refuses an output_dir holding another run's checkpoints or metrics, unless
@@ -169,9 +190,18 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
     public TrainingSummary Run(CancellationToken cancellationToken = default)
     {
         var wall = Stopwatch.StartNew();
+        // Rank 0 recovered and prepared the run folder in the constructor; the others read it only after that.
+        _parallel?.Barrier();
         if (_precisionWarning is not null) Log?.Invoke(_precisionWarning);
         foreach (var note in _startupNotes) Log?.Invoke(note);
         ResumeIfAsked();
+        if (_parallel is not null)
+        {
+            _parallel.BroadcastParameters();
+            if (_storageDtype != ScalarType.Float32)
+                using (no_grad())
+                    foreach (var (_, parameter, master) in _trainable) parameter.copy_(master);
+        }
         bool interrupted = false;
         if (_step == 0 && _batchInEpoch == 0 && _epoch == 0 && _data.HasEval) RecordEval(Evaluate());
 
@@ -190,38 +220,55 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
             _model.Module.train();
             throughputClock.Restart();
             // Cancellation is honoured only at optimizer-step boundaries (below), so that a resumable checkpoint can follow.
-            foreach (var (item, end) in WithEnd(_data.TrainBatches(_epoch, _batchInEpoch, CancellationToken.None)))
+            var batches = _data.TrainBatches(_epoch, _batchInEpoch, CancellationToken.None);
+            foreach (var (item, end) in WithEnd(_parallel is null ? batches : AlignedToPlan(batches, batchesInEpoch)))
             {
                 // Plan batches the data passed over because none of their samples loaded still count as consumed,
                 // so the position (and a resume from it) stays on the plan.
                 _batchInEpoch += EmptyBatchesPassed();
                 if (!end)
-                using (var batch = item!)
+                // Null only under mpirun: this rank has no sample of this global micro-batch but joins its collectives.
+                using (var batch = item)
                 {
                     manual_seed((long)(StableRandom.Hash(_config.Seed, "micro-batch", _step, micro) >> 1));
                     using var scope = NewDisposeScope();
-                    var result = _model.ComputeLoss(batch);
-                    var loss = result.Loss.to(ScalarType.Float32);
-                    double value = loss.item<float>();
+                    var result = batch is null ? null : _model.ComputeLoss(batch);
+                    var loss = result?.Loss.to(ScalarType.Float32);
+                    double value = loss is null ? 0 : loss.item<float>();
+                    long batchTokens = result?.Tokens ?? 0, batchImages = result?.Images ?? 0;
                     _batchInEpoch++;
-                    if (!double.IsFinite(value))
+                    // This rank's share of the global micro-batch's loss: its target tokens over all ranks' (1 alone).
+                    double share = 1;
+                    bool counts = true;
+                    if (_parallel is not null)
                     {
-                        var ids = string.Join(", ", _model.SampleIds(batch));
+                        var sums = _parallel.Combine(value, batchTokens, batchImages, present: batch is not null);
+                        counts = sums.Present;
+                        share = sums.Targets > 0 ? batchTokens / (double)sums.Targets : 0;
+                        value = sums.NonFinite ? double.NaN : sums.Loss;
+                        (batchTokens, batchImages) = (sums.Targets, sums.Images);
+                    }
+                    if (counts && !double.IsFinite(value))
+                    {
+                        var ids = batch is null ? "(on another rank)" : string.Join(", ", _model.SampleIds(batch));
                         if (_config.OnNan == "stop")
                             throw new TrainingDivergedException($"Loss is {value} at step {_step + 1} (epoch {_epoch}, batch {_batchInEpoch - 1}); samples: {ids}. Lower learning_rate, check the data, or set on_nan: skip.");
                         _skippedBatches++;
                         Log?.Invoke($"skipped batch {_batchInEpoch - 1} of epoch {_epoch} (loss {value}); samples: {ids}");
                         RecordBatchOutcome(skipped: true);
                     }
-                    else
+                    else if (counts)
                     {
-                        using var lossScale = (_scaler.Scale / accumulation).ToScalar();   // held: see TorchScalars
-                        loss.mul(lossScale).backward();
+                        if (loss is not null)
+                        {
+                            using var lossScale = (_scaler.Scale / accumulation * share).ToScalar();   // held: see TorchScalars
+                            loss.mul(lossScale).backward();
+                        }
                         lossSum += value;
                         micro++;
                         RecordBatchOutcome(skipped: false);
-                        tokens += result.Tokens;
-                        images += result.Images;
+                        tokens += batchTokens;
+                        images += batchImages;
                     }
                 }
                 bool lastOfEpoch = end || _batchInEpoch >= batchesInEpoch;
@@ -237,14 +284,16 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                     Epoch = _epoch + _batchInEpoch / (double)Math.Max(1, batchesInEpoch), EtaSeconds = perStep * (TotalSteps - _step),
                 };
                 tokensSinceLog = imagesSinceLog = 0;
-                _metrics.Append(metrics);
+                if (_writes) _metrics.Append(metrics);
                 Progress?.Invoke(metrics);
                 micro = 0; lossSum = 0; tokens = 0; images = 0;
 
                 if (_config.EvalEverySteps > 0 && _step % _config.EvalEverySteps == 0 && _data.HasEval) RecordEval(Evaluate());
                 if (_config.SaveEverySteps > 0 && _step % _config.SaveEverySteps == 0) SaveCheckpoint("latest");
                 if (_step >= TotalSteps) { done = true; break; }
-                if (cancellationToken.IsCancellationRequested) { interrupted = true; break; }
+                // Under mpirun a signal may reach some ranks only: all stop at the same step or none does.
+                bool cancel = cancellationToken.IsCancellationRequested;
+                if (_parallel?.AnyRank(cancel) ?? cancel) { interrupted = true; break; }
                 // Evaluation and checkpoint time are not training throughput.
                 throughputClock.Restart();
             }
@@ -264,6 +313,19 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         else if (_config.SaveFinal) SaveCheckpoint("final");
         return new TrainingSummary(_step, _epoch, wall.Elapsed, _bestEvalLoss, _lastEvalLoss, _lastLoss, _scaler.SkippedSteps, _skippedBatches,
             interrupted, _checkpoints.Distinct().ToList(), RunDir, SkippedSamples().Count);
+    }
+
+    /// <summary>Under mpirun: one entry per plan position from the current one to the end of the epoch — this rank's
+    /// batch, or null where its shard held no loadable sample — so every rank meets every global micro-batch.</summary>
+    IEnumerable<TBatch?> AlignedToPlan(IEnumerable<TBatch> batches, int batchesInEpoch)
+    {
+        foreach (var batch in batches)
+        {
+            for (int passed = EmptyBatchesPassed(); passed > 0; passed--) yield return default;
+            yield return batch;
+        }
+        EmptyBatchesPassed();
+        while (_batchInEpoch < batchesInEpoch) yield return default;
     }
 
     static IEnumerable<(T? Item, bool End)> WithEnd<T>(IEnumerable<T> items)
@@ -319,15 +381,21 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         double unscale = accumulation / (double)microBatches / _scaler.Scale;
         using var unscaleScalar = unscale.ToScalar();   // held: see TorchScalars
         var gradients = new Dictionary<string, Tensor>();
-        foreach (var (name, parameter, _) in _trainable)
+        double gradNorm;
+        if (_parallel is not null)
+            (gradients, gradNorm) = _parallel.ReduceGradients(_trainable.Select(t => t.Parameter.grad).ToList(), unscale != 1.0 ? unscaleScalar : null);
+        else
         {
-            var grad = parameter.grad;
-            if (grad is null) continue;
-            var g = grad.to(ScalarType.Float32);
-            if (unscale != 1.0) g = ReferenceEquals(g, grad) ? g.mul(unscaleScalar) : g.mul_(unscaleScalar);
-            gradients[name] = g;
+            foreach (var (name, parameter, _) in _trainable)
+            {
+                var grad = parameter.grad;
+                if (grad is null) continue;
+                var g = grad.to(ScalarType.Float32);
+                if (unscale != 1.0) g = ReferenceEquals(g, grad) ? g.mul(unscaleScalar) : g.mul_(unscaleScalar);
+                gradients[name] = g;
+            }
+            gradNorm = gradients.Count == 0 ? 0.0 : stack(gradients.Values.Select(g => g.norm()).ToArray()).norm().item<float>();
         }
-        double gradNorm = gradients.Count == 0 ? 0.0 : stack(gradients.Values.Select(g => g.norm()).ToArray()).norm().item<float>();
         bool finite = double.IsFinite(gradNorm);
         if (!finite && !_scaler.Enabled && _config.OnNan == "stop")
             throw new TrainingDivergedException($"Gradient norm is {gradNorm} at step {_step + 1} (epoch {_epoch}, batch {_batchInEpoch - 1}). Lower learning_rate or set on_nan: skip.");
@@ -350,6 +418,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
             foreach (var group in _optimizer.Groups) group.LearningRate = group.BaseLearningRate * multiplier;
             lr = _optimizer.Groups[0].LearningRate;
             _optimizer.Step(name => gradients.GetValueOrDefault(name));
+            _parallel?.GatherParameters();
             if (_storageDtype != ScalarType.Float32)
                 using (no_grad())
                     foreach (var (_, parameter, master) in _trainable) parameter.copy_(master);
@@ -386,6 +455,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         {
             _model.Module.train();
         }
+        if (_parallel is not null) (weighted, weight) = _parallel.SumEval(weighted, weight);
         return weight == 0 ? double.NaN : weighted / weight;
     }
 
@@ -394,7 +464,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         _lastEvalLoss = evalLoss;
         var metrics = new StepMetrics { Kind = "eval", Step = _step, Epoch = _epoch, EvalLoss = evalLoss, TotalSteps = TotalSteps,
             Skipped = _scaler.SkippedSteps, SkippedBatches = _skippedBatches, SkippedSamples = SkippedSamples().Count };
-        _metrics.Append(metrics);
+        if (_writes) _metrics.Append(metrics);
         Progress?.Invoke(metrics);
     }
 
@@ -418,12 +488,16 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
             ["training_config"] = JsonNode.Parse(_config.WithAbsolutePaths().ToJson()),
         };
         foreach (var (key, value) in _manifestExtras) manifest[key] = value?.DeepClone();
+        // ZeRO 1/2 moments are spread over the ranks: all gather them (a collective), rank 0 alone writes the usual layout.
+        using var stateScope = NewDisposeScope();
+        var optimizerState = _parallel is { Stage: > 0 } ? _parallel.GatherOptimizerState(_optimizer) : null;
+        if (!_writes) return Path.Combine(RunDir, name);
         var path = CheckpointStore.Write(RunDir, name, folder =>
         {
             TensorFiles.SaveSafetensors(Path.Combine(folder, CheckpointStore.WeightsFile), TrainableState().Select(kv => new KeyValuePair<string, Tensor>(kv.Key, kv.Value.detach().contiguous())));
             using (var scope = NewDisposeScope())
             {
-                var state = _optimizer.StateTensors().ToList();
+                var state = optimizerState ?? _optimizer.StateTensors().ToList();
                 TensorFiles.SaveSafetensors(Path.Combine(folder, CheckpointStore.OptimizerFile), state);
             }
             var trainerState = new JsonObject {
@@ -432,6 +506,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                 ["skipped_steps"] = _scaler.SkippedSteps, ["skipped_batches"] = _skippedBatches,
                 ["best_eval_loss"] = Finite(_bestEvalLoss), ["last_eval_loss"] = Finite(_lastEvalLoss), ["last_loss"] = Finite(_lastLoss),
                 ["skipped_sample_count"] = skippedSamples.Count,
+                // The global batch is per_device_train_batch_size × this: a resume on another rank count checks it.
+                ["world_size"] = _parallel?.Size ?? 1,
                 ["skipped_samples"] = new JsonArray(skippedSamples.Select(v => (JsonNode)JsonValue.Create(v)).ToArray()),
             };
             File.WriteAllText(Path.Combine(folder, CheckpointStore.StateFile), trainerState.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -456,7 +532,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
             if (folder is null)
             {
                 Log?.Invoke($"resume: auto found no complete checkpoint in {RunDir}; starting fresh");
-                _metrics.TruncateAfter(-1);
+                if (_writes) _metrics.TruncateAfter(-1);
                 return;
             }
         }
@@ -486,7 +562,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         {
             throw new TrainingConfigException($"{manifestPath} is unreadable ({e.Message}); resume from another checkpoint or start a new run.");
         }
-        var differences = TrainingConfig.Differences(stored, _config);
+        var differences = GlobalBatchDifference(TrainingConfig.Differences(stored, _config), stored, folder);
         static string Show(IEnumerable<(string Key, string Stored, string Current, bool Safe)> list) =>
             string.Join(", ", list.Select(d => $"{d.Key} {d.Stored} → {d.Current}"));
         var unsafeChanges = differences.Where(d => !d.Safe).ToList();
@@ -497,6 +573,26 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                 "Resume with the run's settings, or pass --resume-force (set resume_force: true) to continue anyway (the result will differ from an uninterrupted run).");
         if (unsafeChanges.Count > 0) Log?.Invoke($"resume: forced despite changed settings: {Show(unsafeChanges)}");
         if (safeChanges.Count > 0) Log?.Invoke($"resume: changed settings (allowed): {Show(safeChanges)}");
+    }
+
+    /// <summary>What decides the batch plan is the global batch, per_device_train_batch_size × ranks: across rank
+    /// counts, a checkpoint of 2 ranks × 2 resumes on 1 rank × 4 (the same plan), and 2 ranks × 2 → 1 rank × 2 is an
+    /// unsafe change. On the same rank count the per-device difference itself is reported.</summary>
+    List<(string Key, string Stored, string Current, bool Safe)> GlobalBatchDifference(
+        IReadOnlyList<(string Key, string Stored, string Current, bool Safe)> differences, TrainingConfig stored, string folder)
+    {
+        int storedRanks = 1;
+        try
+        {
+            if (JsonNode.Parse(File.ReadAllText(Path.Combine(folder, CheckpointStore.StateFile)))?["world_size"] is { } node) storedRanks = node.GetValue<int>();
+        }
+        catch (Exception e) when (e is IOException or JsonException or InvalidOperationException or FormatException) { }   // Restore names a damaged state file
+        int ranks = _parallel?.Size ?? 1;
+        if (storedRanks == ranks) return differences.ToList();
+        var list = differences.Where(d => d.Key != "per_device_train_batch_size").ToList();
+        long before = (long)stored.PerDeviceTrainBatchSize * storedRanks, after = (long)_config.PerDeviceTrainBatchSize * ranks;
+        list.Add(("global batch (per_device_train_batch_size × ranks)", $"{stored.PerDeviceTrainBatchSize} × {storedRanks}", $"{_config.PerDeviceTrainBatchSize} × {ranks}", before == after));
+        return list;
     }
 
     /// <summary>Loads trainable weights, optimizer state, loss scale, counters and the data position.</summary>
@@ -515,7 +611,10 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         }
         using (var optimizerState = TensorFiles.Open(Path.Combine(folder, CheckpointStore.OptimizerFile)))
         using (var scope = NewDisposeScope())
-            _optimizer.LoadState(name => optimizerState.Contains(name) ? optimizerState.Read(name) : null);
+        {
+            Func<string, Tensor?> read = name => optimizerState.Contains(name) ? optimizerState.Read(name) : null;
+            _optimizer.LoadState(_parallel is { Stage: > 0 } ? _parallel.SliceOptimizerState(read) : read);
+        }
         var statePath = Path.Combine(folder, CheckpointStore.StateFile);
         try
         {
@@ -538,12 +637,13 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         {
             throw new InvalidDataException($"{statePath} is damaged ({e.GetType().Name}: {e.Message}); resume from another checkpoint (--resume DIR) or start over with --overwrite.");
         }
-        _metrics.TruncateAfter(_step);
+        if (_writes) _metrics.TruncateAfter(_step);
     }
 
     public void Dispose()
     {
         _optimizer.Dispose();
+        _parallel?.Dispose();
         foreach (var (_, parameter, master) in _trainable)
             if (!ReferenceEquals(parameter, master)) master.Dispose();
     }

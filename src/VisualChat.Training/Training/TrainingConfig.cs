@@ -30,6 +30,17 @@ public sealed class ModelSection
     [JsonPropertyName("tokenizer")] public string? Tokenizer { get; set; }
 }
 
+/// <summary>Data-parallel training when the run is started by <c>mpirun -np N</c>; a single process ignores it.</summary>
+public sealed class DistributedSection
+{
+    /// <summary>0: every rank keeps the full AdamW moments and gradients (plain data parallel); 1: each rank keeps
+    /// 1/N of the moments and updates only its part of the parameters, which are all-gathered after the step;
+    /// 2: as 1, and gradients are reduce-scattered, so each rank also keeps only its 1/N of the reduced gradients.</summary>
+    [JsonPropertyName("zero_stage")] public int ZeroStage { get; set; }
+    /// <summary>MiB of gradients (or parameters) per collective call.</summary>
+    [JsonPropertyName("bucket_mb")] public double BucketMb { get; set; } = 25;
+}
+
 /// <summary>Training hyper-parameters, named as DeepSpeed-VisualChat's training/main.py arguments where one exists.</summary>
 public sealed class TrainingConfig
 {
@@ -99,6 +110,10 @@ public sealed class TrainingConfig
     /// when the encoder's cost matters and its features of all training images fit in the budget (least recently used
     /// ones are evicted beyond it).</summary>
     [JsonPropertyName("vision_feature_cache_mb")] public int VisionFeatureCacheMb { get; set; }
+
+    /// <summary>mpirun jobs: ZeRO stage and all-reduce bucket size (the global batch is per_device_train_batch_size ×
+    /// gradient_accumulation_steps × ranks).</summary>
+    [JsonPropertyName("distributed")] public DistributedSection Distributed { get; set; } = new();
 
     public static readonly string[] Schedules = ["linear", "cosine", "constant", "constant_with_warmup"];
     public static readonly string[] Precisions = ["auto", "fp32", "bf16", "fp16"];
@@ -196,13 +211,17 @@ public sealed class TrainingConfig
         Require(MaxSkipFraction >= 0 && MaxSkipFraction <= 1, "max_skip_fraction", MaxSkipFraction, "must be in [0, 1]");
         Require(!string.IsNullOrWhiteSpace(OutputDir), "output_dir", OutputDir, "must be a folder path");
         Require(!string.IsNullOrWhiteSpace(Resume), "resume", Resume, "none, auto or a checkpoint folder");
+        Require(Distributed.ZeroStage != 3, "distributed.zero_stage", Distributed.ZeroStage,
+            "0, 1 or 2 (stage 3, the frozen language model partitioned across ranks, is not implemented yet)");
+        Require(Distributed.ZeroStage is >= 0 and <= 2, "distributed.zero_stage", Distributed.ZeroStage, "0, 1 or 2");
+        Require(Distributed.BucketMb > 0 && Distributed.BucketMb <= 4096, "distributed.bucket_mb", Distributed.BucketMb, "must be in (0, 4096]");
     }
 
     /// <summary>Settings that do not change the data order, the model or the optimizer: a resumed run may change them.</summary>
     public static readonly IReadOnlySet<string> ResumeSafeKeys = new HashSet<string>(StringComparer.Ordinal) {
         "output_dir", "resume", "resume_force", "overwrite", "log_every_steps", "eval_every_steps", "save_every_epochs",
         "save_every_steps", "save_final", "device", "on_nan", "max_nan_skip_fraction", "max_skip_fraction",
-        "per_device_eval_batch_size", "gradient_checkpointing",
+        "per_device_eval_batch_size", "gradient_checkpointing", "distributed.zero_stage", "distributed.bucket_mb",
     };
 
     /// <summary>A copy whose file and folder paths are absolute (resolved against the current directory), so a

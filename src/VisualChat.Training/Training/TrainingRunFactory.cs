@@ -5,6 +5,7 @@ using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Weights;
 using VisualChat.Conversations;
+using VisualChat.Training.Distributed;
 
 namespace VisualChat.Training;
 
@@ -65,18 +66,21 @@ public static class TrainingRunFactory
         }
     }
 
-    public static TrainingRun Create(TrainingConfig config, Action<string>? log = null)
+    /// <param name="communicator">Under mpirun: this rank's job; the data is sharded and the trainer reduces over it.</param>
+    public static TrainingRun Create(TrainingConfig config, Action<string>? log = null, MpiCommunicator? communicator = null)
     {
         config.Validate();
         CheckInputs(config);
         return config.Model.Kind switch {
-            "llama-lm" => CreateLlamaLm(config, log),
-            "visualchat" => CreateVisualChat(config, log),
+            "llama-lm" => CreateLlamaLm(config, log, communicator),
+            "visualchat" => CreateVisualChat(config, log, communicator),
             _ => throw new TrainingConfigException($"Training config key 'model.kind' = {config.Model.Kind}: unknown model kind; known: {string.Join(", ", Kinds)}."),
         };
     }
 
-    static TrainingRun CreateLlamaLm(TrainingConfig config, Action<string>? log)
+    static DataShard ShardOf(MpiCommunicator? communicator) => communicator is null ? DataShard.Whole : new DataShard(communicator.Rank, communicator.Size);
+
+    static TrainingRun CreateLlamaLm(TrainingConfig config, Action<string>? log, MpiCommunicator? communicator)
     {
         var tokenizer = TokenizerFactory.FromPath(config.Model.Tokenizer ?? config.Model.Path!);
         var skipped = new List<string>();
@@ -89,7 +93,7 @@ public static class TrainingRunFactory
         if (skipped.Count > config.MaxSkipFraction * records)
             throw new DataQualityException($"{skipped.Count} of {records} text records were skipped, more than max_skip_fraction = {config.MaxSkipFraction:P1}; " +
                 $"fix them or raise max_skip_fraction. First: {string.Join("; ", skipped.Take(5))}");
-        var data = new TextLmData(train, eval, config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, Collator.For(tokenizer)) { Skipped = skipped };
+        var data = new TextLmData(train, eval, config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, Collator.For(tokenizer)) { Skipped = skipped, Shard = ShardOf(communicator) };
 
         var configPath = config.Model.Config ?? Path.Combine(config.Model.Path!, "config.json");
         var llamaConfig = LlamaConfig.Load(configPath);
@@ -116,7 +120,7 @@ public static class TrainingRunFactory
             ["data"] = new JsonObject { ["train_data"] = Full(config.TrainData), ["eval_data"] = Full(config.EvalData), ["data_config"] = Full(config.DataConfig),
                 ["train_samples"] = train.Count, ["eval_samples"] = eval.Count },
         };
-        var trainer = new Trainer<TrainingBatch>(trainable, data, config, manifest) { Log = log };
+        var trainer = new Trainer<TrainingBatch>(trainable, data, config, manifest, communicator) { Log = log };
         return new TrainingRun(trainer, model);
     }
 
@@ -148,7 +152,7 @@ public static class TrainingRunFactory
         return new VisualChatModel(config, lm, vision.Encoder, seed) { Tokenizer = tokenizer, ImageProcessor = vision.Processor };
     }
 
-    static TrainingRun CreateVisualChat(TrainingConfig config, Action<string>? log)
+    static TrainingRun CreateVisualChat(TrainingConfig config, Action<string>? log, MpiCommunicator? communicator)
     {
         var dataConfig = DataConfig.Load(config.DataConfig!);
         var model = LoadOrAssembleVisualChat(config.Model, config.Seed, log);
@@ -166,7 +170,7 @@ public static class TrainingRunFactory
         log?.Invoke($"data: {train.Count} train / {eval.Count} eval samples from {dataConfig.DataSets.Count} data set(s); {mixed.Report.Skipped} records skipped");
         var processor = new Vision.Imaging.ClipImageProcessor(model.ImageProcessor ?? Vision.Imaging.ImageProcessorConfig.Clip224);
         var data = new VisualChatTrainingData(train, eval, encoder, Collator.For(tokenizer), processor,
-            config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, maxSkipFraction: dataConfig.MaxSkipFraction) { Log = log };
+            config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, maxSkipFraction: dataConfig.MaxSkipFraction) { Log = log, Shard = ShardOf(communicator) };
 
         model.to(TorchSharp.torch.device(config.Device));
         model.lm.model.GradientCheckpointing = config.GradientCheckpointing;
@@ -194,7 +198,7 @@ public static class TrainingRunFactory
             },
             ["data"] = new JsonObject { ["data_config"] = Full(config.DataConfig), ["train_samples"] = train.Count, ["eval_samples"] = eval.Count },
         };
-        var trainer = new Trainer<VisualChatTrainingBatch>(trainable, data, config, manifest) { Log = log };
+        var trainer = new Trainer<VisualChatTrainingBatch>(trainable, data, config, manifest, communicator) { Log = log };
         return new TrainingRun(trainer, model, model.FeatureCache);
     }
 

@@ -5,6 +5,7 @@ using VisualChat.Vision;
 using static TorchSharp.torch;
 using VisualChat.Conversations;
 using VisualChat.Vision.Imaging;
+using VisualChat.Training.Distributed;
 
 namespace VisualChat.Training;
 
@@ -46,22 +47,35 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
     public Action<string>? Log { get; set; }
     public int EmptyTrainBatches => _emptyTrainBatches;
 
+    /// <summary>This rank's part of every global batch (distributed training); the whole data otherwise.</summary>
+    public DataShard Shard { get; init; } = DataShard.Whole;
+
     IReadOnlyList<int[]> Plan(int epoch) =>
-        BatchPlanner.Plan(_train.Select(s => s.ExpandedLength).ToArray(), _batchSize, _seed, epoch, shuffle: true, groupByLength: _groupByLength);
+        BatchPlanner.Plan(_train.Select(s => s.ExpandedLength).ToArray(), _batchSize * Shard.Count, _seed, epoch, shuffle: true, groupByLength: _groupByLength);
 
     public int BatchesPerEpoch(int epoch) => Plan(epoch).Count;
 
     public IEnumerable<VisualChatTrainingBatch> TrainBatches(int epoch, int skip, CancellationToken cancellationToken) =>
-        Load(_train, Plan(epoch).Skip(skip).ToList(), cancellationToken, train: true);
+        Load(_train, Plan(epoch).Skip(skip).Select(global => Shard.Slice(global, _batchSize)).ToList(), cancellationToken, train: true);
 
     public IEnumerable<VisualChatTrainingBatch> EvalBatches(CancellationToken cancellationToken) =>
-        Load(_eval, Enumerable.Range(0, _eval.Count).Chunk(_evalBatchSize).ToList(), cancellationToken, train: false);
+        Load(_eval, Enumerable.Range(0, _eval.Count).Chunk(_evalBatchSize).Where((_, index) => Shard.OwnsEvalBatch(index)).ToList(), cancellationToken, train: false);
 
     IEnumerable<VisualChatTrainingBatch> Load(IReadOnlyList<PreparedSample> samples, IReadOnlyList<int[]> plan, CancellationToken cancellationToken, bool train)
     {
+        // A rank's empty slice of a short last global batch counts as a passed-over batch, at its place in the plan.
+        var nonEmpty = plan.Where(b => b.Length > 0).ToList();
+        var emptyBefore = new List<int>();
+        int empties = 0;
+        foreach (var b in plan)
+            if (b.Length == 0) empties++;
+            else { emptyBefore.Add(empties); empties = 0; }
         var loader = new DataLoader<SampleImages>(samples, _encoder.Encode, _collator, DecodeImages, _workers);
-        foreach (var loaded in loader.Read(plan, cancellationToken))
+        int position = 0;
+        foreach (var loaded in loader.Read(nonEmpty, cancellationToken))
         {
+            if (train) _emptyTrainBatches += emptyBefore[position];
+            position++;
             using (loaded)
             {
                 var kept = new List<int>();
@@ -89,6 +103,7 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
                 yield return new VisualChatTrainingBatch(batch, stacked, keys);
             }
         }
+        if (train) _emptyTrainBatches += empties;
     }
 
     void EnsureSkipFraction()
