@@ -163,7 +163,11 @@ public sealed class ChatScheduler : IDisposable
                     if (job.Sequence is null || job.Sequence.TokenIds.Count <= 1) {
                         metrics.TimeToFirstToken.Observe(Stopwatch.GetElapsedTime(job.Arrived, now).TotalSeconds);
                         job.Events.Writer.TryWrite(new JobStarted());
-                    } else metrics.InterTokenLatency.Observe(Stopwatch.GetElapsedTime(job.LastToken, now).TotalSeconds);
+                    } else
+                    {
+                        metrics.InterTokenLatency.Observe(Stopwatch.GetElapsedTime(job.LastToken, now).TotalSeconds);
+                    }
+
                     job.LastToken = now;
                 },
             });

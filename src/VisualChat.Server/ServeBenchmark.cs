@@ -51,8 +51,11 @@ public static class ServeBenchmark
                 for (int round = 1; round <= rounds; round++) {
                     var content = new JsonArray();
                     if (round == 1)
+                    {
                         for (int i = 0; i < images; i++)
                             content.Add(new JsonObject { ["type"] = "image_url", ["image_url"] = new JsonObject { ["url"] = "data:image/bmp;base64," + Convert.ToBase64String(Bmp(id * 31 + i, 48)) } });
+                    }
+
                     content.Add(new JsonObject { ["type"] = "text", ["text"] = round == 1 ? "Describe what differs between Image 1 and Image 2." : $"Round {round}: tell me more about Image {1 + round % Math.Max(images, 1)}." });
                     messages.Add(new JsonObject { ["role"] = "user", ["content"] = content });
                     var body = new JsonObject {
@@ -125,12 +128,15 @@ public static class ServeBenchmark
         var random = new Random(seed);
         int r0 = random.Next(256), g0 = random.Next(256), b0 = random.Next(256);
         for (int y = 0; y < size; y++)
+        {
             for (int x = 0; x < size; x++) {
                 int at = 54 + y * rowBytes + x * 3;
                 bytes[at] = (byte)(b0 + 3 * x);
                 bytes[at + 1] = (byte)(g0 + 3 * y);
                 bytes[at + 2] = (byte)(r0 + x + y);
             }
+        }
+
         return bytes;
     }
 }

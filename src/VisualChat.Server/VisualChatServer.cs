@@ -10,12 +10,12 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using VisualChat.Inference;
+using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using VisualChat.Vision;
-using VisualChat.Inference.Generation;
 using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Server;
@@ -146,8 +146,11 @@ public sealed class VisualChatServer : IAsyncDisposable
             var prompt = ConversationPrompt.Build(request, processor, model);
             long room = model.MaxContext - prompt.Positions;
             if (room < 1)
+            {
                 throw ApiException.BadRequest($"This model's maximum context length is {model.MaxContext} positions, but the messages need {prompt.Positions} " +
                     $"(each image takes {model.ImageTokens}) plus one to answer; shorten the conversation or send fewer images.", "messages", "context_length_exceeded");
+            }
+
             var generation = new GenerationOptions {
                 MaxNewTokens = (int)Math.Min(request.MaxTokens ?? options.DefaultMaxTokens, room),
                 Temperature = request.Temperature ?? 0,

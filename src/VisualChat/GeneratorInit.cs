@@ -19,7 +19,10 @@ public static class GeneratorInit
     public static Generator Create(long? seed, int stream = 0)
     {
         long baseSeed;
-        if (seed is { } s) baseSeed = s;
+        if (seed is { } s)
+        {
+            baseSeed = s;
+        }
         else {
             using var drawn = randint(int.MaxValue, [1], dtype: ScalarType.Int64);
             baseSeed = drawn.item<long>();

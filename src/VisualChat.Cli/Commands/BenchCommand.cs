@@ -39,7 +39,10 @@ public static class BenchCommand
             Console.WriteLine($"{"kernel",-12} {"L",6} {"images",7} {"fwd+bwd ms",11} {"× causal",9} {"peak extra MiB",15}");
             foreach (var row in AttentionBenchmark.Run(parse.GetValue(lengths)!, parse.GetValue(images), parse.GetValue(imageTokens),
                          parse.GetValue(heads), parse.GetValue(headDim), parse.GetValue(repeats), !parse.GetValue(noDense)))
+            {
                 Console.WriteLine($"{row.Kernel,-12} {row.SequenceLength,6} {row.Images,7} {row.ForwardBackwardMs,11:F1} {row.RatioToCausal,9:F2} {row.PeakExtraMiB,15:F1}");
+            }
+
             return 0;
         });
         return command;

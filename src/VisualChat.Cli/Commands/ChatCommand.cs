@@ -1,8 +1,8 @@
 using System.CommandLine;
 using VisualChat.Inference;
 using VisualChat.Inference.Chat;
-using VisualChat.Model;
 using VisualChat.Inference.Generation;
+using VisualChat.Model;
 
 namespace VisualChat.Cli.Commands;
 

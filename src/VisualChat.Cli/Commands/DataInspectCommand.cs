@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Text;
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Text;
-using VisualChat.Conversations;
 
 namespace VisualChat.Cli.Commands;
 

@@ -2,8 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using VisualChat.Inference;
 using VisualChat.Inference.Evaluation;
-using VisualChat.Model;
 using VisualChat.Inference.Generation;
+using VisualChat.Model;
 
 namespace VisualChat.Cli.Commands;
 

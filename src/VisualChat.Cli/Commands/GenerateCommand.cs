@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Diagnostics;
 using VisualChat.Inference;
-using VisualChat.Model;
 using VisualChat.Inference.Generation;
+using VisualChat.Model;
 
 namespace VisualChat.Cli.Commands;
 

@@ -19,9 +19,12 @@ public static class ImportCommand
             try
             {
                 if (kind != "llava")
+                {
                     throw new ArgumentException(kind == "dsvc"
                         ? "--from dsvc is not implemented yet; DeepSpeed-VisualChat checkpoints cannot be imported in this version."
                         : $"--from '{kind}' is unknown; use llava.");
+                }
+
                 if (!LlavaCheckpoint.IsLlavaFolder(src))
                     throw new InvalidDataException($"{src}: no config.json with model_type \"llava\" there.");
                 using var model = LlavaCheckpoint.Load(src);

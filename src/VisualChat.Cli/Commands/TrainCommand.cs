@@ -120,7 +120,9 @@ public static class TrainCommand
                 (communicator is null ? "" : $"; rank {communicator.Rank} of {communicator.Size}, ZeRO stage {config.Distributed.ZeroStage}, global batch {config.PerDeviceTrainBatchSize} × {config.GradientAccumulationSteps} × {communicator.Size}"));
             TrainingSummary summary;
             if (!Console.IsOutputRedirected && ReferenceEquals(output, Console.Out) && AnsiConsole.Profile.Capabilities.Interactive)
+            {
                 summary = LiveDisplay.Run(run, cancel.Token);
+            }
             else
             {
                 var display = new PlainDisplay(output, config.LogEverySteps);

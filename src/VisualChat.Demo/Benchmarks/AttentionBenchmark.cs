@@ -63,14 +63,19 @@ public static class AttentionBenchmark
             var sw = Stopwatch.StartNew();
             Tensor output;
             if (kernel == "causal")
+            {
                 output = nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
+            }
             else if (kernel == "mmca")
             {
                 using var plan = new MmcaPlan(modality, length);
                 output = MultiModalCausalAttention.Attend(q, k, v, plan);
             }
             else
+            {
                 output = DenseMultiModalCausalAttention.Attend(q, k, v, modality);
+            }
+
             (output * upstream).sum().backward();
             double ms = sw.Elapsed.TotalMilliseconds;
             long extra = PeakMemory.HighWaterMark() - before;

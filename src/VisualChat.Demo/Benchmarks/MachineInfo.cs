@@ -15,7 +15,9 @@ public sealed record MachineInfo(string Cpu, int LogicalCores, int TorchThreads,
             foreach (var line in File.ReadLines(cpuInfo))
             {
                 if (cpu == "unknown" && line.StartsWith("model name", StringComparison.Ordinal))
+                {
                     cpu = line[(line.IndexOf(':') + 1)..].Trim();
+                }
                 else if (flags.Length == 0 && line.StartsWith("flags", StringComparison.Ordinal))
                 {
                     var all = line[(line.IndexOf(':') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries).ToHashSet();

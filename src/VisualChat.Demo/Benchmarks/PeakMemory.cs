@@ -22,8 +22,11 @@ public static class PeakMemory
     static long Read(string field)
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
+        {
             if (line.StartsWith(field, StringComparison.Ordinal))
                 return long.Parse(line[field.Length..].Trim().Split(' ')[0]) * 1024;
+        }
+
         return 0;
     }
 }

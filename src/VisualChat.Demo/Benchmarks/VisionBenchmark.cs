@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Vision.Imaging;
 using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Benchmarks;
 

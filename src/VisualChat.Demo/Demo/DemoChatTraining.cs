@@ -1,8 +1,8 @@
 using System.Text.Json.Nodes;
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Model;
 using VisualChat.Training;
-using VisualChat.Conversations;
 
 namespace VisualChat.Demo;
 

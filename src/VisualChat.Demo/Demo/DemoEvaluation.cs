@@ -1,3 +1,4 @@
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Data.Synthetic;
 using VisualChat.Inference;
@@ -5,9 +6,8 @@ using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Conversations;
 using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Demo;
 

@@ -1,12 +1,12 @@
+using VisualChat.Conversations;
 using VisualChat.Data.Synthetic;
 using VisualChat.Inference.Chat;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Conversations;
-using VisualChat.Vision.Imaging;
 using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Demo;
 

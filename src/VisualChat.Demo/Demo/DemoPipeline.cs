@@ -1,13 +1,13 @@
 using System.Diagnostics;
 using TorchSharp;
 using VisualChat.Attention;
+using VisualChat.Conversations;
 using VisualChat.Data.Synthetic;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Conversations;
 using VisualChat.Vision.Encoders;
+using static TorchSharp.torch;
 
 namespace VisualChat.Demo;
 

@@ -1,6 +1,6 @@
+using VisualChat.Conversations;
 using VisualChat.Data.Synthetic;
 using VisualChat.Text;
-using VisualChat.Conversations;
 
 namespace VisualChat.Demo;
 
@@ -44,11 +44,14 @@ public static class DemoTokenizer
         {
             var pairs = new Dictionary<(string, string), int>();
             foreach (var (symbols, count) in words)
+            {
                 for (int i = 0; i + 1 < symbols.Count; i++)
                 {
                     var pair = (symbols[i], symbols[i + 1]);
                     pairs[pair] = pairs.GetValueOrDefault(pair) + count;
                 }
+            }
+
             if (pairs.Count == 0) break;
             // Deterministic: highest frequency, then ordinal order of the merged string.
             var best = pairs.OrderByDescending(p => p.Value).ThenBy(p => p.Key.Item1 + p.Key.Item2, StringComparer.Ordinal).First();
@@ -56,12 +59,16 @@ public static class DemoTokenizer
             var merged = best.Key.Item1 + best.Key.Item2;
             if (known.Add(merged)) learned.Add(merged);
             foreach (var (symbols, _) in words)
+            {
                 for (int i = 0; i + 1 < symbols.Count; i++)
+                {
                     if (symbols[i] == best.Key.Item1 && symbols[i + 1] == best.Key.Item2)
                     {
                         symbols[i] = merged;
                         symbols.RemoveAt(i + 1);
                     }
+                }
+            }
         }
         // Single characters first (so no character needs byte fallback), then merges in learned order, then the
         // description words (lowest priority: they only have to exist as pieces).

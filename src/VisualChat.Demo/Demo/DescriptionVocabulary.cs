@@ -1,8 +1,8 @@
+using VisualChat.Conversations;
 using VisualChat.Data.Synthetic;
 using VisualChat.Model;
 using VisualChat.Text;
 using static TorchSharp.torch;
-using VisualChat.Conversations;
 
 namespace VisualChat.Demo;
 

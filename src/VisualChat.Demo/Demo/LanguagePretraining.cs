@@ -1,9 +1,9 @@
 using VisualChat.Attention;
+using VisualChat.Conversations;
 using VisualChat.Data.Synthetic;
 using VisualChat.Model;
 using VisualChat.Text;
 using static TorchSharp.torch;
-using VisualChat.Conversations;
 
 namespace VisualChat.Demo;
 

@@ -1,9 +1,9 @@
 using TorchSharp;
 using VisualChat.Data.Synthetic;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Vision.Imaging;
 using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Demo;
 

@@ -1,8 +1,8 @@
 using TorchSharp.Modules;
 using VisualChat.Data.Synthetic;
 using VisualChat.Vision;
-using static TorchSharp.torch;
 using VisualChat.Vision.Encoders;
+using static TorchSharp.torch;
 
 namespace VisualChat.Demo;
 

@@ -111,7 +111,9 @@ public sealed class Base64ImageMap : IDisposable
             // Keep the unconsumed tail, grow when one token (a large image) does not fit, then read on.
             int tail = filled - start;
             if (!progressed && start == 0 && filled == buffer.Length)
+            {
                 Array.Resize(ref buffer, buffer.Length * 2);
+            }
             else if (start > 0)
             {
                 Buffer.BlockCopy(buffer, start, buffer, 0, tail);

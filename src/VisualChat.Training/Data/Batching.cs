@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using TorchSharp;
-using static TorchSharp.torch;
 using VisualChat.Conversations;
+using static TorchSharp.torch;
 
 namespace VisualChat.Data;
 

@@ -109,8 +109,11 @@ public sealed record DataConfig
     {
         if (root.ValueKind != JsonValueKind.Object) throw new DataConfigException($"{source}: expected a JSON object at the top level.");
         foreach (var p in root.EnumerateObject())
+        {
             if (!TopKeys.Contains(p.Name))
                 throw new DataConfigException($"{source}: unknown key '{p.Name}'. Known keys: {string.Join(", ", TopKeys)}.");
+        }
+
         var rootDir = String(root, "root", source) ?? throw new DataConfigException($"{source}: 'root' (the data root folder) is required.");
         var config = new DataConfig
         {
@@ -138,8 +141,11 @@ public sealed record DataConfig
             var at = $"{source}: datasets[{i++}]";
             if (entry.ValueKind != JsonValueKind.Object) throw new DataConfigException($"{at} must be an object.");
             foreach (var p in entry.EnumerateObject())
+            {
                 if (!DataSetKeys.Contains(p.Name))
                     throw new DataConfigException($"{at}: unknown key '{p.Name}'. Known keys: {string.Join(", ", DataSetKeys)}.");
+            }
+
             var name = String(entry, "name", at) ?? throw new DataConfigException($"{at}.name is required.");
             var format = String(entry, "format", at) ?? name;
             if (!DataSetCatalog.Exists(format))
@@ -152,7 +158,9 @@ public sealed record DataConfig
             {
                 if (concat.ValueKind != JsonValueKind.Array || concat.GetArrayLength() != 2 ||
                     !concat[0].TryGetInt32(out concatMin) || !concat[1].TryGetInt32(out concatMax) || concatMin < 1 || concatMax < concatMin)
+                {
                     throw new DataConfigException($"{at}.concat must be [min, max] with 1 <= min <= max, e.g. [1, 3].");
+                }
             }
             if (format == DataSetCatalog.JsonlFormat && String(entry, "path", at) is null)
                 throw new DataConfigException($"{at}.path is required for the jsonl format (the .jsonl file).");

@@ -82,13 +82,19 @@ public sealed class DataSetReport
 
     internal void CountTruncation(bool kept, bool cut, int roundsRemoved)
     {
-        if (kept && !cut) Interlocked.Increment(ref _truncationKept);
+        if (kept && !cut)
+        {
+            Interlocked.Increment(ref _truncationKept);
+        }
         else if (cut)
         {
             Interlocked.Increment(ref _truncationCut);
             Interlocked.Add(ref _roundsCut, roundsRemoved);
         }
-        else Interlocked.Increment(ref _truncationDropped);
+        else
+        {
+            Interlocked.Increment(ref _truncationDropped);
+        }
     }
 }
 
@@ -127,9 +133,11 @@ public sealed class DataReport
     public void EnsureSkipFractionAtMost(double maxSkipFraction)
     {
         if (SkipFraction > maxSkipFraction)
+        {
             throw new DataQualityException(
                 $"{Skipped} of {RecordsRead} records ({SkipFraction:P1}) were skipped, more than max_skip_fraction = {maxSkipFraction:P1}. " +
                 "Fix the data (see the reasons below) or raise max_skip_fraction in the data config.\n" + Summary());
+        }
     }
 
     public string Summary()

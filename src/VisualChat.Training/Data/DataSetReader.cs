@@ -1,6 +1,6 @@
 using System.Text.Json;
-using VisualChat.Text;
 using VisualChat.Conversations;
+using VisualChat.Text;
 
 namespace VisualChat.Data;
 
@@ -49,9 +49,11 @@ public abstract class DataSetReader
     {
         var missing = RequiredPaths(context).Where(p => !File.Exists(p) && !Directory.Exists(p)).ToArray();
         if (missing.Length > 0)
+        {
             throw new DataSetMissingException(
                 $"Data set '{context.DataSetName}' ({Name}) is missing {string.Join(", ", missing.Select(m => $"'{m}'"))}. " +
                 $"Download it into the data root '{context.Root}' with the layout in docs/data-formats.md, or remove the data set from the config.");
+        }
     }
 
     /// <summary>Checks what every format must satisfy and counts the record; returns false (after counting the skip)
@@ -79,8 +81,10 @@ public abstract class DataSetReader
         {
             if (round.Question.Contains(ConversationTemplate.ImagePlaceholder, StringComparison.Ordinal) ||
                 (round.Answer?.Contains(ConversationTemplate.ImagePlaceholder, StringComparison.Ordinal) ?? false))
+            {
                 throw new RecordSkipException(SkipReason.PlaceholderMismatch,
                     $"'{ConversationTemplate.ImagePlaceholder}' left in a question or answer where no image is introduced");
+            }
         }
         int images = conversation.ImageCount;
         if (images == 0 && !context.AllowTextOnly)
@@ -88,8 +92,10 @@ public abstract class DataSetReader
         if (images > context.MaxImages)
             throw new RecordSkipException(SkipReason.TooManyImages, $"{images} images, more than max_images = {context.MaxImages}");
         foreach (var image in conversation.Images)
+        {
             if (!ImageRefs.Exists(image))
                 throw new RecordSkipException(SkipReason.MissingImage, $"image {image.Describe()} does not exist");
+        }
     }
 
     /// <summary>Runs <paramref name="build"/> for one record, turning rejections and shape errors into counted skips.</summary>

@@ -62,8 +62,11 @@ public sealed class JsonlReader : DataSetReader
             if (round.ValueKind != JsonValueKind.Object)
                 throw new RecordSkipException(SkipReason.MalformedRecord, $"rounds[{r - 1}] is not an object");
             foreach (var property in round.EnumerateObject())
+            {
                 if (property.Name is not ("images" or "question" or "answer" or "type"))
                     throw new RecordSkipException(SkipReason.MalformedRecord, $"rounds[{r - 1}] has unknown field '{property.Name}' (allowed: images, question, answer, type)");
+            }
+
             var images = new List<ImageRef>();
             if (round.TryGetProperty("images", out var list) && list.ValueKind != JsonValueKind.Null)
             {

@@ -1,6 +1,6 @@
 using System.Text.Json;
-using VisualChat.Text;
 using VisualChat.Conversations;
+using VisualChat.Text;
 
 namespace VisualChat.Data;
 
@@ -80,8 +80,11 @@ public sealed class LlavaReader(bool dialogue) : DataSetReader
         if (count % 2 == 1) CheckRole(turns[count - 1], count - 1, "human");
         int expected = image is null ? 0 : 1;
         if (placeholders != expected)
+        {
             throw new RecordSkipException(SkipReason.PlaceholderMismatch,
                 $"{placeholders} '{ConversationTemplate.ImagePlaceholder}' markers for {expected} image(s)");
+        }
+
         return new ParsedRecord(pairs, image);
     }
 

@@ -1,6 +1,6 @@
 using System.Text.Json;
-using VisualChat.Text;
 using VisualChat.Conversations;
+using VisualChat.Text;
 
 namespace VisualChat.Data;
 
@@ -32,9 +32,12 @@ public sealed class MimicItReader(string subset) : DataSetReader
         var map = context.Combine(ImageMapFile(Subset));
         var parquet = Path.ChangeExtension(map, ".parquet");
         if (!UsesCoco && !File.Exists(map) && File.Exists(parquet))
+        {
             throw new DataSetMissingException(
                 $"Data set '{context.DataSetName}' expects the base64 image map '{map}' (JSON object image_id → base64), but only '{parquet}' exists. " +
                 "Parquet maps are not read; convert it to the JSON layout (one object of id → base64 string).");
+        }
+
         base.VerifyFiles(context);
     }
 

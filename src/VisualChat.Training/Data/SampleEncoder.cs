@@ -1,5 +1,5 @@
-using VisualChat.Text;
 using VisualChat.Conversations;
+using VisualChat.Text;
 
 namespace VisualChat.Data;
 
@@ -56,9 +56,14 @@ public sealed class SampleEncoder(ConversationTemplate template, ITokenizer toke
             var dataSet = report.For(conversations[i].DataSetName);
             dataSet.CountTruncation(r.Sample is not null, r.Cut, r.RoundsRemoved);
             if (r.Sample is null)
+            {
                 dataSet.Skip(SkipReason.TooLong, conversations[i].SourceIds.FirstOrDefault().File ?? "", string.Join(",", conversations[i].SourceIds.Take(3).Select(s => s.Record)),
                     $"{r.FullExpandedLength} tokens after image expansion > max_seq_len {MaxSeqLen}" + (Mode == TruncationMode.CutRounds ? " even for the first round" : ""));
-            else prepared.Add(r.Sample);
+            }
+            else
+            {
+                prepared.Add(r.Sample);
+            }
         }
         return prepared;
     }

@@ -1,6 +1,6 @@
 using System.Text.Json;
-using VisualChat.Text;
 using VisualChat.Conversations;
+using VisualChat.Text;
 
 namespace VisualChat.Data;
 

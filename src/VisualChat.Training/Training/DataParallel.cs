@@ -143,7 +143,9 @@ internal sealed class DataParallel : IDisposable
         }
         double norm;
         if (Stage < 2)
+        {
             norm = fullViews.Count == 0 ? 0.0 : stack(fullViews.Select(g => g.norm()).ToArray()).norm().item<float>();
+        }
         else
         {
             Span<double> squares = [ownSquares];
@@ -220,8 +222,11 @@ internal sealed class DataParallel : IDisposable
         var own = optimizer.StateTensors().ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
         var steps = new long[_tensors.Count];
         for (int i = 0; i < steps.Length; i++)
+        {
             if (_layout.OwnerOfFirstElement(i) == Rank && own.TryGetValue($"state.{_tensors[i].Name}.step", out var step))
                 steps[i] = step.to(ScalarType.Int64).item<long>();
+        }
+
         _comm.AllReduceSum(steps);
         var state = new List<KeyValuePair<string, Tensor>>();
         foreach (var bucket in _layout.Buckets)

@@ -1,7 +1,7 @@
 using System.Text.Json;
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Text;
-using VisualChat.Conversations;
 using VisualChat.Training.Distributed;
 
 namespace VisualChat.Training;

@@ -126,6 +126,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
 
         var groups = new List<AdamWGroup>();
         foreach (var pretrained in new[] { false, true })
+        {
             foreach (var noDecay in new[] { false, true })
             {
                 var members = _trainable.Where(t => model.IsPretrained(t.Name) == pretrained)
@@ -138,6 +139,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                     members = members.Select(m => (m.Name, Owned: _parallel.Owned(m.Name, m.Master))).Where(m => m.Owned is not null).Select(m => (m.Name, m.Owned!)).ToList();
                 groups.Add(new AdamWGroup((pretrained ? "pretrained_" : "") + (noDecay ? "no_decay" : "decay"), members, lr, noDecay ? 0.0 : config.WeightDecay));
             }
+        }
+
         _optimizer = new AdamW(groups, config.AdamBeta1, config.AdamBeta2, config.AdamEpsilon);
 
         int total = 0;
@@ -160,9 +163,12 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         bool used = checkpoints.Count > 0 || (File.Exists(metricsPath) && new FileInfo(metricsPath).Length > 0);
         if (!used) return;
         if (!_config.Overwrite)
+        {
             throw new TrainingConfigException(
                 $"Training config key 'output_dir' = {RunDir} already holds a run ({(checkpoints.Count > 0 ? "checkpoints " + string.Join(", ", checkpoints.Select(c => c.Name)) : "metrics.jsonl")}); " +
                 "continue it with --resume auto, start over with --overwrite (deletes its checkpoints and metrics), or choose another output_dir.");
+        }
+
         foreach (var checkpoint in checkpoints) Directory.Delete(checkpoint.Path, recursive: true);
         foreach (var file in new[] { metricsPath, Path.Combine(RunDir, "loss.png") })
             if (File.Exists(file)) File.Delete(file);
@@ -199,8 +205,10 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         {
             _parallel.BroadcastParameters();
             if (_storageDtype != ScalarType.Float32)
+            {
                 using (no_grad())
                     foreach (var (_, parameter, master) in _trainable) parameter.copy_(master);
+            }
         }
         bool interrupted = false;
         if (_step == 0 && _batchInEpoch == 0 && _epoch == 0 && _data.HasEval) RecordEval(Evaluate());
@@ -227,8 +235,9 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                 // so the position (and a resume from it) stays on the plan.
                 _batchInEpoch += EmptyBatchesPassed();
                 if (!end)
-                // Null only under mpirun: this rank has no sample of this global micro-batch but joins its collectives.
-                using (var batch = item)
+                {
+                    // Null only under mpirun: this rank has no sample of this global micro-batch but joins its collectives.
+                    using (var batch = item)
                 {
                     manual_seed((long)(StableRandom.Hash(_config.Seed, "micro-batch", _step, micro) >> 1));
                     using var scope = NewDisposeScope();
@@ -271,6 +280,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                         images += batchImages;
                     }
                 }
+                }
+
                 bool lastOfEpoch = end || _batchInEpoch >= batchesInEpoch;
                 if (micro < accumulation && !lastOfEpoch) continue;
                 if (micro == 0) continue;
@@ -358,10 +369,12 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         while (_recentBatches.Count > DivergenceWindow) _recentBatches.Dequeue();
         int count = _recentBatches.Count(b => b);
         if (count > _config.MaxNanSkipFraction * DivergenceWindow)
+        {
             throw new TrainingDivergedException(
                 $"The run diverged: {count} of the last {_recentBatches.Count} batches had a NaN/Inf loss or gradient at step {_step + 1} (epoch {_epoch}), " +
                 $"more than max_nan_skip_fraction = {_config.MaxNanSkipFraction:P0} of {DivergenceWindow}. Lower learning_rate (it is {_config.LearningRate:G3}) " +
                 $"and resume from the last good checkpoint ({CheckpointStore.Latest(RunDir)?.Path ?? "none yet"}) or start over; no final/ or best/ was written.");
+        }
     }
 
     /// <summary>final/ and best/ are what users deploy: never written from weights that are no longer finite.</summary>
@@ -369,8 +382,10 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
     {
         using var scope = NewDisposeScope();
         foreach (var (name, _, master) in _trainable)
+        {
             if (!master.isfinite().all().item<bool>())
                 throw new TrainingDivergedException($"The run diverged: trainable tensor '{name}' holds NaN/Inf at step {_step}; {checkpoint}/ was not written. Lower learning_rate and resume from the last good checkpoint.");
+        }
     }
 
     StepMetrics OptimizerStep(double meanLoss, int microBatches, int accumulation)
@@ -383,7 +398,9 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         var gradients = new Dictionary<string, Tensor>();
         double gradNorm;
         if (_parallel is not null)
+        {
             (gradients, gradNorm) = _parallel.ReduceGradients(_trainable.Select(t => t.Parameter.grad).ToList(), unscale != 1.0 ? unscaleScalar : null);
+        }
         else
         {
             foreach (var (name, parameter, _) in _trainable)
@@ -420,8 +437,10 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
             _optimizer.Step(name => gradients.GetValueOrDefault(name));
             _parallel?.GatherParameters();
             if (_storageDtype != ScalarType.Float32)
+            {
                 using (no_grad())
                     foreach (var (_, parameter, master) in _trainable) parameter.copy_(master);
+            }
         }
         foreach (var (_, parameter, _) in _trainable) parameter.grad?.zero_();
         _step++;
@@ -442,6 +461,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         {
             using var noGrad = no_grad();
             foreach (var batch in _data.EvalBatches(cancellationToken))
+            {
                 using (batch)
                 {
                     using var scope = NewDisposeScope();
@@ -450,6 +470,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                     weighted += result.Loss.to(ScalarType.Float32).item<float>() * w;
                     weight += w;
                 }
+            }
         }
         finally
         {
@@ -536,7 +557,11 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                 return;
             }
         }
-        else folder = resume;
+        else
+        {
+            folder = resume;
+        }
+
         if (CheckpointStore.TryRead(folder) is null)
             throw new TrainingConfigException($"Training config key 'resume' = {folder}: not a complete checkpoint folder (no {CheckpointStore.ManifestFile} with complete: true).");
         CheckResumeConfig(folder);
@@ -568,9 +593,12 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         var unsafeChanges = differences.Where(d => !d.Safe).ToList();
         var safeChanges = differences.Where(d => d.Safe && d.Key is not ("resume" or "resume_force" or "overwrite")).ToList();
         if (unsafeChanges.Count > 0 && !_config.ResumeForce)
+        {
             throw new TrainingConfigException(
                 $"Cannot resume {folder}: these settings differ from the checkpoint's and change the data order, the model or the optimizer: {Show(unsafeChanges)}. " +
                 "Resume with the run's settings, or pass --resume-force (set resume_force: true) to continue anyway (the result will differ from an uninterrupted run).");
+        }
+
         if (unsafeChanges.Count > 0) Log?.Invoke($"resume: forced despite changed settings: {Show(unsafeChanges)}");
         if (safeChanges.Count > 0) Log?.Invoke($"resume: changed settings (allowed): {Show(safeChanges)}");
     }

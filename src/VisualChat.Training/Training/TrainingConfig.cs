@@ -263,8 +263,11 @@ public sealed class TrainingConfig
     {
         var flat = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (key, value) in root)
+        {
             if (value is JsonObject child) foreach (var (k, v) in Flatten(child, prefix + key + ".")) flat[k] = v;
             else flat[prefix + key] = value?.ToJsonString() ?? "null";
+        }
+
         return flat;
     }
 

@@ -1,11 +1,11 @@
 using System.Text.Json.Nodes;
 using TorchSharp;
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Model;
 using VisualChat.Text;
-using VisualChat.Weights;
-using VisualChat.Conversations;
 using VisualChat.Training.Distributed;
+using VisualChat.Weights;
 
 namespace VisualChat.Training;
 
@@ -91,8 +91,11 @@ public static class TrainingRunFactory
             : TextLmData.Split(all, config.EvalFraction, config.Seed);
         foreach (var line in skipped) log?.Invoke($"skipped record {line}");
         if (skipped.Count > config.MaxSkipFraction * records)
+        {
             throw new DataQualityException($"{skipped.Count} of {records} text records were skipped, more than max_skip_fraction = {config.MaxSkipFraction:P1}; " +
                 $"fix them or raise max_skip_fraction. First: {string.Join("; ", skipped.Take(5))}");
+        }
+
         var data = new TextLmData(train, eval, config.PerDeviceTrainBatchSize, config.PerDeviceEvalBatchSize, config.Seed, Collator.For(tokenizer)) { Skipped = skipped, Shard = ShardOf(communicator) };
 
         var configPath = config.Model.Config ?? Path.Combine(config.Model.Path!, "config.json");
@@ -106,7 +109,11 @@ public static class TrainingRunFactory
             var report = StateDict.Load(model, source);
             log?.Invoke($"loaded {report.Loaded.Count} tensors from {folder}");
         }
-        else log?.Invoke($"no weights in model.path; training from a random init of {configPath}");
+        else
+        {
+            log?.Invoke($"no weights in model.path; training from a random init of {configPath}");
+        }
+
         model.to(TorchSharp.torch.device(config.Device));
         if (config.LoraDim > 0)
         {
@@ -190,7 +197,10 @@ public static class TrainingRunFactory
             log?.Invoke("the vision encoder runs with gradients (LoRA or unfreeze selects some of its tensors)");
         }
         else if (config.VisionFeatureCacheMb > 0)
+        {
             model.FeatureCache = new Vision.Encoders.VisionFeatureCache((long)config.VisionFeatureCacheMb << 20);
+        }
+
         var manifest = new JsonObject {
             ["model"] = new JsonObject {
                 ["kind"] = config.Model.Kind, ["path"] = Full(config.Model.Path), ["lm"] = Full(config.Model.Lm), ["vision"] = Full(config.Model.Vision),

@@ -1,11 +1,11 @@
 using System.Collections.Concurrent;
 using System.Security.Cryptography;
-using VisualChat.Data;
-using VisualChat.Vision;
-using static TorchSharp.torch;
 using VisualChat.Conversations;
-using VisualChat.Vision.Imaging;
+using VisualChat.Data;
 using VisualChat.Training.Distributed;
+using VisualChat.Vision;
+using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Training;
 
@@ -68,8 +68,14 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
         var emptyBefore = new List<int>();
         int empties = 0;
         foreach (var b in plan)
-            if (b.Length == 0) empties++;
+        {
+            if (b.Length == 0)
+            {
+                empties++;
+            }
             else { emptyBefore.Add(empties); empties = 0; }
+        }
+
         var loader = new DataLoader<SampleImages>(samples, _encoder.Encode, _collator, DecodeImages, _workers);
         int position = 0;
         foreach (var loaded in loader.Read(nonEmpty, cancellationToken))
@@ -86,7 +92,10 @@ public sealed class VisualChatTrainingData : ITrainingData<VisualChatTrainingBat
                         var source = string.Join("+", loaded.Batch.Samples[i].Source.SourceIds.Select(id => id.ToString()));
                         if (_skipped.TryAdd(source, error)) Log?.Invoke($"skipped sample {source}: {error}");
                     }
-                    else kept.Add(i);
+                    else
+                    {
+                        kept.Add(i);
+                    }
                 }
                 EnsureSkipFraction();
                 if (kept.Count == 0)

@@ -44,7 +44,10 @@ public sealed class KVCache : IDisposable
         using var scope = NewDisposeScope();
         keyPadding ??= ones(batchSize, Capacity, dtype: ScalarType.Bool, device: device).DetachFromDisposeScope();
         var paddingSlots = keyPadding.narrow(1, Length, newTokens);
-        if (newKeyPadding is null) paddingSlots.fill_(True);
+        if (newKeyPadding is null)
+        {
+            paddingSlots.fill_(True);
+        }
         else {
             paddingSlots.copy_(newKeyPadding.to(ScalarType.Bool));
             anyPadding |= !newKeyPadding.to(ScalarType.Bool).all().item<bool>();

@@ -28,8 +28,11 @@ public static class MultiModalCausalAttention
         if (heads % kvHeads != 0)
             throw new ArgumentException($"query heads ({heads}) must be a multiple of key/value heads ({kvHeads}).");
         if (plan.QueryLength != query.shape[2] || plan.KeyLength != key.shape[2] || plan.Batch != batch)
+        {
             throw new ArgumentException(
                 $"The attention plan was built for {plan.Batch}×{plan.QueryLength} queries over {plan.KeyLength} keys, but got {batch}×{query.shape[2]} over {key.shape[2]}.");
+        }
+
         if (plan.DType != query.dtype)
             throw new ArgumentException($"The attention plan was built for {plan.DType} but the queries are {query.dtype}; build it with the model's compute dtype (AttentionContext.ComputeType).");
         long groups = heads / kvHeads, lq = plan.QueryLength;

@@ -20,8 +20,11 @@ public static class LanguageModelFolder
             throw new DirectoryNotFoundException($"Model folder '{folder}' does not exist.");
         VisualChat.Weights.ModelFolderWriter.VerifyOrThrow(folder);
         if (!HasTokenizer(folder))
+        {
             throw new FileNotFoundException($"Model folder '{folder}' has no tokenizer ({TokenizerFactory.ModelFileName} or {TokenizerFactory.JsonFileName}); " +
                 "copy the tokenizer files of the model into it (e.g. vchat init-model --tokenizer PATH).", Path.Combine(folder, TokenizerFactory.ModelFileName));
+        }
+
         var tokenizer = TokenizerFactory.FromFolder(folder);
         var model = LlamaForCausalLM.FromPretrained(folder, device, dtype);
         if (tokenizer.VocabSize > model.Config.VocabSize) {

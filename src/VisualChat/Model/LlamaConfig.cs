@@ -111,8 +111,10 @@ public sealed class LlamaConfig
                 $"rope_scaling type '{s.Kind}' is not supported; use linear, dynamic or llama3.");
             Require(s.Kind == "default" || s.Factor >= 1.0, $"rope_scaling.factor must be >= 1 (got {s.Factor}).");
             if (s.Kind == "llama3")
+            {
                 Require(s.LowFreqFactor is > 0 && s.HighFreqFactor is > 0 && s.OriginalMaxPositionEmbeddings is > 0 && s.HighFreqFactor != s.LowFreqFactor,
                     "rope_scaling llama3 needs low_freq_factor, high_freq_factor (different, positive) and original_max_position_embeddings.");
+            }
         }
         _ = EosTokenIds;
     }

@@ -20,9 +20,14 @@ public sealed partial class LlamaForCausalLM
             throw new ArgumentException("A LLaMA language model takes no images; DecoderPrompt.Pixels must be null (use a VisualChatModel).", nameof(prompt));
         if (prompt.Ids.Count == 0) throw new ArgumentException("The prompt is empty; start it with at least the BOS token.", nameof(prompt));
         if (prompt.InputsEmbeds is null)
+        {
             foreach (var id in prompt.Ids)
+            {
                 if (id < 0 || id >= Config.VocabSize)
                     throw new ArgumentException($"The prompt has token id {id}, outside the model's vocabulary of {Config.VocabSize}.", nameof(prompt));
+            }
+        }
+
         var device = OutputEmbeddingWeight.device;
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();

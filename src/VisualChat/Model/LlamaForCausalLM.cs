@@ -102,8 +102,14 @@ public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLM
         using var generator = GeneratorInit.Create(seed);
         using var initializerRange = Config.InitializerRange.ToScalar();   // held: see TorchScalars
         foreach (var (name, parameter) in named_parameters()) {
-            if (name.EndsWith("norm.weight", StringComparison.Ordinal)) nn.init.ones_(parameter);
-            else if (name.EndsWith(".bias", StringComparison.Ordinal)) nn.init.zeros_(parameter);
+            if (name.EndsWith("norm.weight", StringComparison.Ordinal))
+            {
+                nn.init.ones_(parameter);
+            }
+            else if (name.EndsWith(".bias", StringComparison.Ordinal))
+            {
+                nn.init.zeros_(parameter);
+            }
             // TorchSharp's init.normal_ ignores its generator argument, so draw explicitly to honour the seed.
             else {
                 using var scope = NewDisposeScope();

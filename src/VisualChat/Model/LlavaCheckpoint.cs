@@ -3,10 +3,10 @@ using System.Text.Json.Nodes;
 using TorchSharp;
 using VisualChat.Text;
 using VisualChat.Vision;
-using VisualChat.Weights;
-using static TorchSharp.torch;
 using VisualChat.Vision.Encoders;
 using VisualChat.Vision.Projection;
+using VisualChat.Weights;
+using static TorchSharp.torch;
 
 namespace VisualChat.Model;
 

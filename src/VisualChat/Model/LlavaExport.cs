@@ -1,10 +1,10 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using VisualChat.Vision;
-using VisualChat.Weights;
-using static TorchSharp.torch;
 using VisualChat.Vision.Encoders;
 using VisualChat.Vision.Projection;
+using VisualChat.Weights;
+using static TorchSharp.torch;
 
 namespace VisualChat.Model;
 

@@ -1,7 +1,7 @@
 using TorchSharp;
 using VisualChat.Vision;
-using static TorchSharp.torch;
 using VisualChat.Vision.Encoders;
+using static TorchSharp.torch;
 
 namespace VisualChat.Model;
 

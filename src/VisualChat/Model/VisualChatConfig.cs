@@ -1,10 +1,10 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using VisualChat.Conversations;
 using VisualChat.Text;
 using VisualChat.Vision;
-using VisualChat.Conversations;
-using VisualChat.Vision.Projection;
 using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Projection;
 
 namespace VisualChat.Model;
 
@@ -121,9 +121,12 @@ public sealed class VisualChatConfig
         // DSVC adds the placeholder after the vocabulary; LLaVA keeps it inside a padded vocabulary (32000 of 32064).
         bool llava = ParsePromptStyle(PromptTemplate, source) == PromptStyle.Llava;
         if (ImageTokenId < 0 || (!llava && ImageTokenId < LmVocabSize))
+        {
             throw new InvalidDataException(llava
                 ? $"{source}: image_token_id {ImageTokenId} must be a token id ≥ 0 (LLaVA's image_token_index)."
                 : $"{source}: image_token_id {ImageTokenId} must be an added id ≥ lm_vocab_size {LmVocabSize}.");
+        }
+
         if (MaxImages is < 1) throw new InvalidDataException($"{source}: max_images must be ≥ 1 when given (got {MaxImages}).");
         return this;
     }

@@ -2,10 +2,10 @@ using System.Text.Json;
 using TorchSharp;
 using VisualChat.Text;
 using VisualChat.Vision;
+using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Imaging;
 using VisualChat.Weights;
 using static TorchSharp.torch;
-using VisualChat.Vision.Imaging;
-using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Model;
 

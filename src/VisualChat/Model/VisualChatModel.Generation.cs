@@ -1,7 +1,7 @@
 using TorchSharp;
 using VisualChat.Attention;
-using static TorchSharp.torch;
 using VisualChat.Conversations;
+using static TorchSharp.torch;
 
 namespace VisualChat.Model;
 
@@ -32,8 +32,10 @@ public sealed partial class VisualChatModel : ICausalDecoder
             if (Config.MaxImages is { } max && state.ImageCounts[b] + imageCounts[b] > max)
                 throw new ArgumentException($"Row {b} would hold {state.ImageCounts[b] + imageCounts[b]} images; {VisualChatConfig.FileName} allows max_images {max}.", nameof(pixelsPerRow));
             foreach (var id in idsPerRow[b])
+            {
                 if (id < 0 || id >= EmbeddingRows)
                     throw new ArgumentException($"Row {b} has token id {id}, outside the embedding matrix of {EmbeddingRows} rows.", nameof(idsPerRow));
+            }
         }
         int longest = idsPerRow.Max(r => r.Count);
         var ids = new long[batch * longest];

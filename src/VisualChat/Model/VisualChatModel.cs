@@ -1,12 +1,12 @@
 using TorchSharp;
 using TorchSharp.Modules;
 using VisualChat.Attention;
+using VisualChat.Conversations;
 using VisualChat.Text;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Conversations;
-using VisualChat.Vision.Projection;
 using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Projection;
+using static TorchSharp.torch;
 
 namespace VisualChat.Model;
 
@@ -224,7 +224,10 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
             for (int t = 0; t < length; t++) {
                 int i = b * length + t;
                 if (mask is not null && mask[i] == 0) continue;
-                if (ids[i] == imageId) { placeholders++; count += tokensPerImage; } else count++;
+                if (ids[i] == imageId) { placeholders++; count += tokensPerImage; } else
+                {
+                    count++;
+                }
             }
             if (placeholders != imageCounts[b])
                 throw new ArgumentException($"Sample {b} has {placeholders} '{Config.ImageToken}' placeholders (id {imageId}) but {imageCounts[b]} images.", nameof(inputIds));
@@ -287,9 +290,12 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
         var gathered = table.index_select(0, tensor(index, device: device)).view(batch, outLength, HiddenSize);
         CrossAttentionMemory? crossMemory = null;
         if (cross)
+        {
             crossMemory = new CrossAttentionMemory(
                 table.index_select(0, tensor(memoryIndex, device: device)).view(batch, memoryWidth, HiddenSize).MoveToOuterDisposeScope(),
                 tensor(memorySlots, new long[] { batch, memoryWidth }, device: device).MoveToOuterDisposeScope());
+        }
+
         return new InterleavedInput(
             gathered.MoveToOuterDisposeScope(),
             tensor(modality, new long[] { batch, outLength }, device: device).MoveToOuterDisposeScope(),

@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
+using VisualChat.Conversations;
 using VisualChat.Text;
 using VisualChat.Vision;
-using VisualChat.Conversations;
 using VisualChat.Vision.Encoders;
 
 namespace VisualChat.Model;

@@ -2,9 +2,9 @@ using System.Text.Json.Nodes;
 using VisualChat.Conversations;
 using VisualChat.Text;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Vision.Imaging;
 using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Model;
 

@@ -58,9 +58,14 @@ public static class HuggingFaceTokenizerJson
                 (left, right) = (parts[0], parts[1]);
             }
             else if (merge.ValueKind == JsonValueKind.Array && merge.GetArrayLength() == 2)
+            {
                 (left, right) = (merge[0].GetString()!, merge[1].GetString()!);
+            }
             else
+            {
                 throw new InvalidDataException($"{source}: merge {rank} is neither \"a b\" nor [\"a\", \"b\"].");
+            }
+
             if (!vocab.TryGetValue(left, out int leftId) || !vocab.TryGetValue(right, out int rightId) || !vocab.TryGetValue(left + right, out int mergedId))
                 throw new InvalidDataException($"{source}: merge {rank} ('{left}' + '{right}') uses a piece missing from the vocab.");
             merges.TryAdd(MergeRankBpeEncoder.PairKey(leftId, rightId), (rank, mergedId));
@@ -79,6 +84,7 @@ public static class HuggingFaceTokenizerJson
         var specialInVocab = new HashSet<int>();
         var addedTokens = new List<(string Content, int Id, bool Special)>();
         if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
+        {
             foreach (var token in added.EnumerateArray())
             {
                 var entry = (token.GetProperty("content").GetString()!, token.GetProperty("id").GetInt32(),
@@ -86,13 +92,16 @@ public static class HuggingFaceTokenizerJson
                 addedTokens.Add(entry);
                 if (entry.Item3 && entry.Item2 < pieces.Length) specialInVocab.Add(entry.Item2);
             }
+        }
 
         var types = new SentencePieceType[pieces.Length];
         for (int id = 0; id < pieces.Length; id++)
+        {
             types[id] = id == unkId ? SentencePieceType.Unknown
                 : specialInVocab.Contains(id) ? SentencePieceType.Control
                 : IsBytePiece(pieces[id]!) ? SentencePieceType.Byte
                 : SentencePieceType.Normal;
+        }
 
         var encoder = new MergeRankBpeEncoder(vocab, merges, unkId, byteFallback, fuseUnknown);
         int bosId = vocab.TryGetValue("<s>", out int b) ? b : -1;
@@ -114,12 +123,18 @@ public static class HuggingFaceTokenizerJson
         {
             string type = step.GetProperty("type").GetString() ?? "";
             if (type == "Prepend" && step.GetProperty("prepend").GetString() == "\u2581" && !escape)
+            {
                 prepend = true;
+            }
             else if (type == "Replace" && step.GetProperty("pattern").TryGetProperty("String", out var pattern) && pattern.GetString() == " "
                      && step.GetProperty("content").GetString() == "\u2581")
+            {
                 escape = true;
+            }
             else
+            {
                 throw new NotSupportedException($"{source}: normalizer step {step.GetRawText()} is not supported; only LLaMA's Prepend(\"▁\") then Replace(\" \", \"▁\") is.");
+            }
         }
         return (prepend, escape);
     }

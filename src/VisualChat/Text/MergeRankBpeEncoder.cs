@@ -87,8 +87,10 @@ internal sealed class MergeRankBpeEncoder : IPieceEncoder
 
         var queue = new PriorityQueue<Merge, Merge>(count, MergeOrder.Instance);
         for (int i = 0; i + 1 < count; i++)
+        {
             if (_merges.TryGetValue(PairKey(symbol[i], symbol[i + 1]), out var m))
                 queue.Enqueue(new Merge(i, m.Rank, m.MergedId), new Merge(i, m.Rank, m.MergedId));
+        }
 
         while (queue.TryDequeue(out var top, out _))
         {

@@ -86,8 +86,11 @@ internal sealed class ProtoFields
     public float GetFloat(int fieldNumber, float defaultValue)
     {
         for (int i = _fields.Count - 1; i >= 0; i--)
+        {
             if (_fields[i].FieldNumber == fieldNumber && _fields[i].WireType == ProtoWireType.Fixed32)
                 return BitConverter.Int32BitsToSingle(unchecked((int)(uint)_fields[i].Number));
+        }
+
         return defaultValue;
     }
 

@@ -150,8 +150,11 @@ internal sealed class SentencePieceBpeEncoder : IPieceEncoder
     private int MatchUserDefined(string text, int position)
     {
         foreach (var candidate in _userDefinedLongestFirst)
+        {
             if (position + candidate.Length <= text.Length && string.CompareOrdinal(text, position, candidate, 0, candidate.Length) == 0)
                 return candidate.Length;
+        }
+
         return 0;
     }
 

@@ -145,7 +145,10 @@ public sealed class SentencePieceTokenizer : ITokenizer
                 throw new InvalidDataException($"{source}: added token '{content}' claims id {id}, which is the vocabulary piece '{_pieces[id]}'.");
         }
         else if (id != VocabSize)
+        {
             throw new InvalidDataException($"{source}: added token '{content}' has id {id}, but the next free id is {VocabSize}; added ids must follow the vocabulary without gaps.");
+        }
+
         Register(new AddedToken(content, id, special));
     }
 
@@ -305,6 +308,7 @@ public sealed class SentencePieceTokenizer : ITokenizer
             ?? throw new InvalidDataException($"{configPath}: expected a JSON object; fix or remove the file before saving the tokenizer here.") : new JsonObject();
         var decoder = new JsonObject();
         foreach (var token in _addedTokens.OrderBy(t => t.Id))
+        {
             decoder[token.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)] = new JsonObject
             {
                 ["content"] = token.Content,
@@ -314,6 +318,8 @@ public sealed class SentencePieceTokenizer : ITokenizer
                 ["single_word"] = false,
                 ["special"] = token.Special,
             };
+        }
+
         config["added_tokens_decoder"] = decoder;
         config["legacy"] = DummyPrefixOnEverySegment;
         File.WriteAllText(configPath, config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));

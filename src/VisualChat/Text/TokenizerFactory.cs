@@ -31,8 +31,10 @@ public static class TokenizerFactory
         var entries = new SortedDictionary<int, (string Content, bool Special, string Source)>();
         string addedPath = Path.Combine(directory, AddedTokensFileName);
         if (File.Exists(addedPath))
+        {
             foreach (var property in ReadObject(addedPath).EnumerateObject())
                 entries[property.Value.GetInt32()] = (property.Name, false, addedPath);
+        }
 
         string configPath = Path.Combine(directory, ConfigFileName);
         var config = File.Exists(configPath) ? ReadObject(configPath) : default;
@@ -40,6 +42,7 @@ public static class TokenizerFactory
         if (config.ValueKind == JsonValueKind.Object && config.TryGetProperty("legacy", out var legacy) && legacy.ValueKind == JsonValueKind.False)
             tokenizer.DummyPrefixOnEverySegment = false;
         if (config.ValueKind == JsonValueKind.Object && config.TryGetProperty("added_tokens_decoder", out var decoder) && decoder.ValueKind == JsonValueKind.Object)
+        {
             foreach (var property in decoder.EnumerateObject())
             {
                 if (!int.TryParse(property.Name, out int id))
@@ -51,6 +54,7 @@ public static class TokenizerFactory
                     throw new InvalidDataException($"{configPath}: token id {id} is '{content}' but {earlier.Source} says '{earlier.Content}'.");
                 entries[id] = (content, special, configPath);
             }
+        }
 
         foreach (var (id, entry) in entries) tokenizer.AddTokenWithId(entry.Content, id, entry.Special, entry.Source);
         return tokenizer;

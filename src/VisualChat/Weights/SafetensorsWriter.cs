@@ -112,8 +112,11 @@ internal static class SafetensorsWriter
         using var scope = torch.NewDisposeScope();
         var source = tensor.Produce();
         if (!source.shape.SequenceEqual(tensor.Shape))
+        {
             throw new InvalidOperationException(
                 $"Tensor '{tensor.Name}' was produced with shape {DTypes.FormatShape(source.shape)}, expected {DTypes.FormatShape(tensor.Shape)}.");
+        }
+
         bool direct = source.device_type == DeviceType.CPU && source.dtype == tensor.DType && source.is_contiguous();
         var stored = direct ? source : source.to(tensor.DType, torch.CPU).contiguous();
         TensorBytes.ForEachChunk(stored, chunk => stream.Write(chunk));

@@ -97,8 +97,11 @@ public static class StateDict
             }
         }
         if (nonFinite.Count > 0)
+        {
             Warn?.Invoke($"warning: {nonFinite.Count} tensor(s) of {DescribeFiles(source)} hold NaN or Inf values ({string.Join(", ", nonFinite.Take(5))}{(nonFinite.Count > 5 ? ", …" : "")}); " +
                 "outputs computed from them will be NaN. The weights are probably from a diverged run.");
+        }
+
         return new LoadReport(plan.Select(p => p.ModuleName).ToList(), missing, unexpected) { NonFinite = nonFinite };
     }
 

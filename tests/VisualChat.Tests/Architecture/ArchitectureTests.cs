@@ -95,6 +95,7 @@ public sealed class ArchitectureTests
     {
         var graph = new Dictionary<string, Dictionary<string, string>>();
         foreach (var assembly in assemblies)
+        {
             foreach (var type in assembly.GetTypes())
             {
                 var from = NamespaceOf(type);
@@ -116,6 +117,8 @@ public sealed class ArchitectureTests
                     foreach (var used in BodyTypes(method)) Use(used, method.Name);
                 }
             }
+        }
+
         return graph;
     }
 
@@ -134,8 +137,10 @@ public sealed class ArchitectureTests
         if (type.IsGenericParameter) yield break;
         yield return type;
         if (type.IsGenericType)
+        {
             foreach (var argument in type.GetGenericArguments())
                 foreach (var t in Expand(argument)) yield return t;
+        }
     }
 
     /// <summary>Declaring types of every method, field and type token in the body.</summary>
@@ -172,7 +177,10 @@ public sealed class ArchitectureTests
             foreach (var w in graph.TryGetValue(v, out var e) ? e.Keys.ToList() : new List<string>())
             {
                 if (!indices.ContainsKey(w)) { Visit(w); low[v] = Math.Min(low[v], low[w]); }
-                else if (onStack.Contains(w)) low[v] = Math.Min(low[v], indices[w]);
+                else if (onStack.Contains(w))
+                {
+                    low[v] = Math.Min(low[v], indices[w]);
+                }
             }
             if (low[v] != indices[v]) return;
             var component = new List<string>();

@@ -1,9 +1,9 @@
 using VisualChat.Benchmarks.Ablation;
+using VisualChat.Conversations;
 using VisualChat.Data.Synthetic;
 using VisualChat.Demo;
 using VisualChat.Model;
 using VisualChat.Text;
-using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Benchmarks;
 

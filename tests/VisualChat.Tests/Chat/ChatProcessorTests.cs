@@ -1,12 +1,12 @@
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Inference;
 using VisualChat.Inference.Chat;
+using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
-using VisualChat.Conversations;
 using VisualChat.Vision.Imaging;
-using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Chat;
 

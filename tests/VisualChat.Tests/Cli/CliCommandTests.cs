@@ -1,10 +1,10 @@
 using System.CommandLine;
 using VisualChat.Cli.Commands;
 using VisualChat.Inference;
+using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using VisualChat.Model.Presets;
 using VisualChat.Tests.Model;
-using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Cli;
 

@@ -3,8 +3,8 @@ using VisualChat.Cli.Commands;
 using VisualChat.Data.Synthetic;
 using VisualChat.Model;
 using VisualChat.Tests.Model;
-using VisualChat.Training;
 using VisualChat.Tests.Training;
+using VisualChat.Training;
 using VisualChat.Weights;
 
 namespace VisualChat.Tests.Cli;

@@ -1,5 +1,5 @@
-using VisualChat.Data;
 using VisualChat.Conversations;
+using VisualChat.Data;
 
 namespace VisualChat.Tests.Data;
 

@@ -1,6 +1,6 @@
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Text;
-using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Data;
 
@@ -69,11 +69,14 @@ public class BatchingTests
                 (sample, _) => sample.Images[0].Describe() + ":" + sample.Length, workers, prefetchBatches: 2);
             var seen = new List<string>();
             await foreach (var batch in loader.ReadAsync(plan))
+            {
                 using (batch)
                 {
                     Assert.Equal(batch.Batch.Samples.Count, batch.Items.Count);
                     seen.Add(string.Join(";", batch.Items) + "|" + string.Join(",", batch.Batch.InputIds.data<long>().ToArray()));
                 }
+            }
+
             return seen;
         }
         var single = await Run(1);

@@ -1,6 +1,6 @@
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Text;
-using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Data;
 

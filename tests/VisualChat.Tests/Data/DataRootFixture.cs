@@ -15,8 +15,11 @@ public static class DataRootFixture
         dir.File("llava/detail_23k.json", llava);
         dir.File("llava/conversation_58k.json", llava);
         using (var doc = JsonDocument.Parse(llava))
+        {
             foreach (var record in doc.RootElement.EnumerateArray())
                 dir.Png("coco/train2017/" + record.GetProperty("image").GetString());
+        }
+
         dir.Json("llava/complex_reasoning_77k.json", CocoIds.Select(id => new
         {
             id,
@@ -95,8 +98,10 @@ public static class DataRootFixture
         // MiniGPT-4: the real sample.
         dir.File("cc_sbu_align/filter_cap.json", File.ReadAllText(SharedData.MiniGpt4Sample));
         using (var doc = JsonDocument.Parse(File.ReadAllText(SharedData.MiniGpt4Sample)))
+        {
             foreach (var id in doc.RootElement.GetProperty("annotations").EnumerateArray().Select(a => a.GetProperty("image_id").GetString()).Distinct())
                 dir.Png($"cc_sbu_align/image/{id}.jpg");
+        }
 
         // OCR-VQA: one real cover, one 1×1 placeholder.
         dir.Png("OCR_VQA/images/book1.jpg", 4, 6);

@@ -25,7 +25,10 @@ public sealed class FakeCharTokenizer : ITokenizer
                 ids.Add(ImageId);
                 i += 6;
             }
-            else ids.Add(text[i] + 100);
+            else
+            {
+                ids.Add(text[i] + 100);
+            }
         }
         if (addEos) ids.Add(EosId);
         return ids;

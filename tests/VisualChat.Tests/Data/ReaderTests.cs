@@ -1,7 +1,7 @@
-using VisualChat.Inference.Evaluation;
-using VisualChat.Data;
-using VisualChat.Text;
 using VisualChat.Conversations;
+using VisualChat.Data;
+using VisualChat.Inference.Evaluation;
+using VisualChat.Text;
 
 namespace VisualChat.Tests.Data;
 

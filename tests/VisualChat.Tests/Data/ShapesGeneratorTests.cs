@@ -62,11 +62,13 @@ public class ShapesGeneratorTests
             {
                 using var doc = JsonDocument.Parse(line);
                 foreach (var round in doc.RootElement.GetProperty("rounds").EnumerateArray())
-                foreach (var image in round.GetProperty("images").EnumerateArray())
+                {
+                    foreach (var image in round.GetProperty("images").EnumerateArray())
                 {
                     var bytes = File.ReadAllBytes(Path.Combine(folder, image.GetString()!));
                     Assert.Equal(0x89, bytes[0]);
                     Assert.Equal((byte)'P', bytes[1]);
+                }
                 }
             }
         }

@@ -1,8 +1,8 @@
 using VisualChat.Attention;
+using VisualChat.Conversations;
 using VisualChat.Data.Synthetic;
 using VisualChat.Demo;
 using VisualChat.Text;
-using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Demo;
 

@@ -17,6 +17,7 @@ public sealed class DistributedPartsTests
         var layout = new BucketLayout(numels, bucketElements, ranks);
         var owners = numels.Select(n => new int[n]).ToArray();
         for (int rank = 0; rank < ranks; rank++)
+        {
             foreach (var piece in layout.Pieces(rank))
             {
                 var bucket = layout.Buckets[piece.Bucket];
@@ -25,6 +26,8 @@ public sealed class DistributedPartsTests
                 Assert.Equal(bucket.Offsets[piece.Tensor - bucket.First] + piece.Start, rank * bucket.Chunk + piece.ChunkOffset);
                 for (long i = piece.Start; i < piece.Start + piece.Length; i++) owners[piece.Tensor][i]++;
             }
+        }
+
         Assert.All(owners, o => Assert.All(o, count => Assert.Equal(1, count)));
         foreach (var bucket in layout.Buckets)
         {

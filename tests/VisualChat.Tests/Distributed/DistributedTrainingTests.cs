@@ -268,8 +268,10 @@ public sealed class DistributedTrainingTests(DistributedFixture fixture, ITestOu
                 Assert.True(clock.Elapsed < TimeSpan.FromSeconds(90), $"training did not start within 90 s:\n{output}");
                 Thread.Sleep(50);
                 if (pid is null && File.Exists(log))
+                {
                     foreach (var line in File.ReadAllLines(log))
                         if (line.Contains("pid ", StringComparison.Ordinal) && int.TryParse(line[(line.IndexOf("pid ", StringComparison.Ordinal) + 4)..].Split(',', ' ')[0], out var value)) pid = value;
+                }
             }
             Assert.Equal(0, kill(pid.Value, 9));
             var killed = Stopwatch.StartNew();

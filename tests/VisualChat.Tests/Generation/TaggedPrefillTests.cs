@@ -1,9 +1,9 @@
 using VisualChat.Attention;
 using VisualChat.Inference;
+using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using VisualChat.Tests.Model;
 using static TorchSharp.torch;
-using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Generation;
 
@@ -23,6 +23,7 @@ public class TaggedPrefillTests
         var expected = new List<int>();
         var ids = prompt.Select(i => (long)i).ToList();
         using (var noGrad = no_grad())
+        {
             for (int s = 0; s < steps; s++) {
                 using var scope = NewDisposeScope();
                 var logits = model.forward(new CausalLMInput(InputIds: tensor(ids.ToArray()).unsqueeze(0))).Logits;
@@ -30,6 +31,8 @@ public class TaggedPrefillTests
                 expected.Add(next);
                 ids.Add(next);
             }
+        }
+
         Assert.True(expected.Distinct().Count() > 2, "the reference should not be degenerate for this test to mean anything");
 
         var actual = TaggedRun(model, prompt, steps);

@@ -1,9 +1,9 @@
 using TorchSharp;
 using VisualChat.Inference;
+using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using VisualChat.Tests.Model;
 using static TorchSharp.torch;
-using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Inference;
 

@@ -1,6 +1,6 @@
 using VisualChat.Inference;
-using static TorchSharp.torch;
 using VisualChat.Inference.Generation;
+using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Inference;
 

@@ -138,12 +138,14 @@ public class LlamaModuleTests
         var c = cos.data<float>().ToArray();
         var s = sin.data<float>().ToArray();
         for (int p = 0; p < positions.Length; p++)
+        {
             for (int i = 0; i < dim; i++) {
                 double position = kind == "linear" ? positions[p] / factor : positions[p];
                 var (ec, es) = Rope(position, i % (dim / 2), dim, theta);
                 Assert.True(Math.Abs(ec - c[p * dim + i]) < 1e-5, $"cos p={positions[p]} i={i}: {c[p * dim + i]} vs {ec}");
                 Assert.True(Math.Abs(es - s[p * dim + i]) < 1e-5, $"sin p={positions[p]} i={i}: {s[p * dim + i]} vs {es}");
             }
+        }
     }
 
     [Fact]

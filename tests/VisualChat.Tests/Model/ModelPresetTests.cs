@@ -2,11 +2,11 @@ using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
 using VisualChat.Inference;
+using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using VisualChat.Model.Presets;
 using VisualChat.Weights;
 using static TorchSharp.torch;
-using VisualChat.Inference.Generation;
 
 namespace VisualChat.Tests.Model;
 

@@ -39,8 +39,10 @@ public sealed class PackageConsumerTests : IDisposable
         Assert.DoesNotContain(dependencies, d => d.StartsWith("libtorch", StringComparison.OrdinalIgnoreCase) || d.Contains("cuda", StringComparison.OrdinalIgnoreCase)
             || d.StartsWith("ScottPlot", StringComparison.Ordinal) || d.StartsWith("SkiaSharp", StringComparison.Ordinal));
         using (var package = ZipFile.OpenRead(Path.Combine(feed, $"VisualChat.{version}.nupkg")))
+        {
             foreach (var file in new[] { "buildTransitive/VisualChat.props", "buildTransitive/VisualChat.targets", "buildTransitive/PatchLibTorchSharp.targets", "README.md", "icon.png" })
                 Assert.NotNull(package.GetEntry(file));
+        }
 
         // The tool, installed from the feed, writes the model folder the app will load.
         var tools = Path.Combine(work, "tools");

@@ -4,13 +4,13 @@ using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json.Nodes;
 using VisualChat.Cli.Commands;
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Data.Synthetic;
 using VisualChat.Model;
 using VisualChat.Training;
 using VisualChat.Weights;
 using static TorchSharp.torch;
-using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Robustness;
 

@@ -124,7 +124,9 @@ internal static class ScalarIlScanner
             if (target is null) continue;
             if (target is MethodInfo { Name: "op_Implicit" } toTensor && toTensor.ReturnType == typeof(torch.Tensor) &&
                 toTensor.GetParameters()[0].ParameterType == typeof(Scalar))
+            {
                 findings.Add($"Scalar passed where a Tensor is expected (TorchSharp throws 'Should not be called')@IL_{offset:X4}");
+            }
             else if (IsScalarConversion(target, out var name))
             {
                 if (name == "op_Implicit")
@@ -163,13 +165,18 @@ internal static class ScalarIlScanner
         string self = $"{method.DeclaringType?.Name}.{method.Name}({string.Join(",", method.GetParameters().Select(p => p.ParameterType.Name))})";
         string? chain = calls.Any(c => c.Target is { } t && IsScalarConversion(t, out _)) ? self : null;
         if (chain is null && depth > 0)
+        {
             foreach (var (_, _, target) in calls)
+            {
                 if (target is not null && target.Module.Assembly == TorchSharpAssembly && target != method &&
                     target.Name is not ("Dispose" or "Finalize") && InsideTorchSharpLocked(target, depth - 1) is { } inner)
                 {
                     chain = $"{self} > {inner}";
                     break;
                 }
+            }
+        }
+
         if (chain is not null) TorchSharpScalarMakers[method] = chain;
         return chain;
     }

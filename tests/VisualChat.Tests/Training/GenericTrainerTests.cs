@@ -1,6 +1,6 @@
-using VisualChat.Model;
 using TorchSharp;
 using VisualChat.Data;
+using VisualChat.Model;
 using VisualChat.Training;
 using static TorchSharp.torch;
 

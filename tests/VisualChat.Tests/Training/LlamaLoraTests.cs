@@ -17,8 +17,10 @@ public class LlamaLoraTests
         Assert.Equal(3 * model.Config.NumHiddenLayers, wrapped.Count);
         Assert.Contains("model.layers.0.self_attn.q_proj.lora_A", model.state_dict().Keys);
         using (no_grad())
+        {
             foreach (var lora in model.modules().OfType<LoraLinear>())
                 lora.lora_B.copy_(randn(lora.lora_B.shape) * 0.1);
+        }
 
         var ids = tensor(new long[] { 1, 5, 9, 3, 7, 2 }).unsqueeze(0);
         model.eval();

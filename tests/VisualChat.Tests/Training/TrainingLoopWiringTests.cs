@@ -1,6 +1,6 @@
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Training;
-using VisualChat.Conversations;
 using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Training;

@@ -1,8 +1,8 @@
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Model;
 using VisualChat.Training;
 using static TorchSharp.torch;
-using VisualChat.Conversations;
 
 namespace VisualChat.Tests.Training;
 

@@ -1,7 +1,7 @@
-using VisualChat.Model;
 using TorchSharp;
 using TorchSharp.Modules;
 using VisualChat.Attention;
+using VisualChat.Model;
 using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Multimodal;
@@ -60,9 +60,13 @@ public class AttentionModeTests
         CausalAttentionKernel.Instance.Prepare(context);
         var output = CausalAttentionKernel.Instance.Attend(q, k, v, 0, context);
         for (int b = 0; b < 2; b++)
+        {
             for (int i = 0; i < L; i++)
+            {
                 if (Layout[b][i] != P)
                     AssertRow(output, b, i, Uniform(Enumerable.Range(0, i + 1).Where(j => Layout[b][j] != P), L), "causal");
+            }
+        }
     }
 
     [Fact]
@@ -77,6 +81,7 @@ public class AttentionModeTests
         context.Dispose();
         Assert.True(plan.TextQueryRows.IsInvalid, "disposing the forward's context frees the plan");
         for (int b = 0; b < 2; b++)
+        {
             for (int i = 0; i < L; i++) {
                 float[] expected;
                 if (Layout[b][i] == T) {
@@ -84,10 +89,18 @@ public class AttentionModeTests
                     var images = Enumerable.Range(0, i).Where(j => Layout[b][j] == I).ToList();
                     var image = images.Count == 0 ? new float[L] : Uniform(images, L);
                     expected = text.Zip(image, (x, y) => x + y).ToArray();
-                } else if (Layout[b][i] == I) expected = Uniform([i], L);
-                else expected = new float[L];
+                } else if (Layout[b][i] == I)
+                {
+                    expected = Uniform([i], L);
+                }
+                else
+                {
+                    expected = new float[L];
+                }
+
                 AssertRow(output, b, i, expected, "mmca");
             }
+        }
         // row 0, query 0: text before any image gets nothing from the image branch
         AssertRow(output, 0, 0, Uniform([0], L), "text before images");
     }
@@ -117,6 +130,7 @@ public class AttentionModeTests
         var output = kernel.Attend(q, k, v, 0, context);
         context.Dispose();
         for (int b = 0; b < 2; b++)
+        {
             for (int i = 0; i < L; i++) {
                 if (Layout[b][i] == P) continue;
                 var expected = Uniform(Enumerable.Range(0, i + 1).Where(j => Layout[b][j] != P), width);
@@ -125,6 +139,7 @@ public class AttentionModeTests
                     expected = expected.Zip(Uniform(earlier, width, 0.5f, L), (x, y) => x + y).ToArray();
                 AssertRow(output, b, i, expected, "causal+cross");
             }
+        }
 
         // closed gate: exactly the causal kernel
         using (no_grad()) layer.attn_gate.zero_();

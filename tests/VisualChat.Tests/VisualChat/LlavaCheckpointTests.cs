@@ -5,11 +5,11 @@ using VisualChat.Model;
 using VisualChat.Tests.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
+using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Projection;
 using VisualChat.Weights;
 using Xunit;
 using static TorchSharp.torch;
-using VisualChat.Vision.Encoders;
-using VisualChat.Vision.Projection;
 
 namespace VisualChat.Tests.Multimodal;
 

@@ -1,11 +1,11 @@
 using System.Text.Json.Nodes;
 using TorchSharp;
+using VisualChat.Conversations;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Conversations;
 using VisualChat.Vision.Encoders;
+using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Multimodal;
 

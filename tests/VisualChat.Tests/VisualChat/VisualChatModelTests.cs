@@ -1,9 +1,9 @@
-using VisualChat.Training;
 using TorchSharp;
 using VisualChat.Attention;
 using VisualChat.Inference;
 using VisualChat.Inference.Generation;
 using VisualChat.Model;
+using VisualChat.Training;
 using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Multimodal;
@@ -413,7 +413,10 @@ public class VisualChatModelTests
             model.Save(folder);
             foreach (var file in new[] { "visualchat.json", "lm/config.json", "lm/model.safetensors", "lm/tokenizer.model", "vision/config.json",
                          "vision/model.safetensors", "vision/preprocessor_config.json", "projection.safetensors", "embeddings.safetensors" })
+            {
                 Assert.True(File.Exists(Path.Combine(folder, file)), file);
+            }
+
             Assert.Equal(mode == AttentionMode.CausalCross, File.Exists(Path.Combine(folder, "cross_attn.safetensors")));
             using var loaded = VisualChatModel.Load(folder);
             Assert.Equal(mode, loaded.Config.AttentionMode);

@@ -62,6 +62,7 @@ public static class AblationReport
     {
         var text = new StringBuilder("mode,seed,kind,accuracy,rounds,overall_accuracy,eval_loss_step0,final_eval_loss,final_train_loss,steps\n");
         foreach (var run in result.Runs.OrderBy(r => result.Settings.Modes.ToList().IndexOf(r.Mode)).ThenBy(r => r.Seed))
+        {
             foreach (var kind in Kinds)
             {
                 string accuracy = run.AccuracyPerKind.TryGetValue(kind, out var a) ? Number(a) : "";
@@ -70,6 +71,8 @@ public static class AblationReport
                     Number(run.EvalLoss[0].Loss), Number(run.FinalEvalLoss), Number(run.FinalTrainLoss),
                     run.EvalLoss[^1].Step.ToString(CultureInfo.InvariantCulture)));
             }
+        }
+
         return text.ToString();
     }
 

@@ -1,14 +1,14 @@
 using System.Diagnostics;
 using TorchSharp;
+using VisualChat.Conversations;
 using VisualChat.Data;
 using VisualChat.Data.Synthetic;
 using VisualChat.Demo;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Conversations;
 using VisualChat.Vision.Encoders;
+using static TorchSharp.torch;
 
 namespace VisualChat.Benchmarks.Ablation;
 

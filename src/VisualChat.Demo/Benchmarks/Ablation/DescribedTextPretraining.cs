@@ -1,9 +1,9 @@
+using VisualChat.Conversations;
 using VisualChat.Data.Synthetic;
 using VisualChat.Demo;
 using VisualChat.Model;
 using VisualChat.Text;
 using static TorchSharp.torch;
-using VisualChat.Conversations;
 
 namespace VisualChat.Benchmarks.Ablation;
 
@@ -36,7 +36,10 @@ public static class DescribedTextPretraining
                     labels.Add(ConversationTemplate.IgnoreLabel);
                 }
                 else if (imageTokens != 1)
+                {
                     throw new ArgumentOutOfRangeException(nameof(imageTokens), imageTokens, "Images are described with 1 or 4 slots.");
+                }
+
                 ids.AddRange([(int)words.Count[scene.Count - 1], (int)words.Colour[(int)scene.Color], (int)words.Kind[(int)scene.Kind]]);
                 labels.AddRange([ConversationTemplate.IgnoreLabel, ConversationTemplate.IgnoreLabel, ConversationTemplate.IgnoreLabel]);
             }
@@ -72,11 +75,14 @@ public static class DescribedTextPretraining
         var labels = new long[batch * length];
         Array.Fill(labels, ConversationTemplate.IgnoreLabel);
         for (int b = 0; b < batch; b++)
+        {
             for (int t = 0; t < samples[b].Ids.Length; t++)
             {
                 ids[b * length + t] = samples[b].Ids[t];
                 labels[b * length + t] = samples[b].Labels[t];
             }
+        }
+
         return (tensor(ids, [batch, length]), tensor(labels, [batch, length]));
     }
 }

@@ -51,11 +51,13 @@ public sealed record ShapeScene(ShapeKind Kind, ShapeColor Color, IReadOnlyList<
         foreach (var (cx, cy, radius) in Instances)
         {
             for (int y = Math.Max(0, cy - radius); y <= Math.Min(size - 1, cy + radius); y++)
-            for (int x = Math.Max(0, cx - radius); x <= Math.Min(size - 1, cx + radius); x++)
+            {
+                for (int x = Math.Max(0, cx - radius); x <= Math.Min(size - 1, cx + radius); x++)
             {
                 if (!Covers(x - cx, y - cy, radius)) continue;
                 int o = (y * size + x) * 3;
                 rgb[o] = r; rgb[o + 1] = g; rgb[o + 2] = b;
+            }
             }
         }
         return rgb;
@@ -71,15 +73,23 @@ public sealed record ShapeScene(ShapeKind Kind, ShapeColor Color, IReadOnlyList<
         var rgb = Render(large);
         var small = new byte[size * size * 3];
         for (int y = 0; y < size; y++)
+        {
             for (int x = 0; x < size; x++)
+            {
                 for (int c = 0; c < 3; c++)
                 {
                     int sum = 0;
                     for (int dy = 0; dy < supersample; dy++)
+                    {
                         for (int dx = 0; dx < supersample; dx++)
                             sum += rgb[((y * supersample + dy) * large + x * supersample + dx) * 3 + c];
+                    }
+
                     small[(y * size + x) * 3 + c] = (byte)((sum + area / 2) / area);
                 }
+            }
+        }
+
         return small;
     }
 

@@ -59,7 +59,10 @@ public sealed record ChatInput(ChatCommandKind Kind, string Text, IReadOnlyList<
         if (!imageName) return false;
         if (candidate.StartsWith("http://", StringComparison.OrdinalIgnoreCase) || candidate.StartsWith("https://", StringComparison.OrdinalIgnoreCase)
             || candidate.StartsWith("file://", StringComparison.OrdinalIgnoreCase))
+        {
             return true;
+        }
+
         return fileExists(candidate);
     }
 

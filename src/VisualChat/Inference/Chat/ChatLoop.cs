@@ -1,6 +1,6 @@
 using System.Globalization;
-using VisualChat.Model;
 using VisualChat.Inference.Generation;
+using VisualChat.Model;
 
 namespace VisualChat.Inference.Chat;
 

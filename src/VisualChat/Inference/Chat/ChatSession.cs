@@ -1,11 +1,11 @@
 using System.Text;
+using VisualChat.Conversations;
 using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Conversations;
 using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Inference.Chat;
 

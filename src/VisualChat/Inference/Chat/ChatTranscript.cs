@@ -34,8 +34,11 @@ public sealed class ChatTranscript
         if (transcript is null || transcript.Format != FormatName)
             throw new InvalidDataException($"{path}: not a saved conversation (expected \"format\": \"visualchat-conversation/1\").");
         for (int i = 0; i < transcript.Rounds.Count; i++)
+        {
             if (string.IsNullOrEmpty(transcript.Rounds[i].Question))
                 throw new InvalidDataException($"{path}: round {i + 1} has no question.");
+        }
+
         return transcript;
     }
 }

@@ -1,8 +1,8 @@
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Microsoft.Extensions.AI;
-using VisualChat.Model;
 using VisualChat.Inference.Generation;
+using VisualChat.Model;
 
 namespace VisualChat.Inference.Chat;
 

@@ -40,10 +40,19 @@ public sealed class CsvWriter : IDisposable
             if (quoted)
             {
                 if (c == '"' && i + 1 < text.Length && text[i + 1] == '"') { field.Append('"'); i++; }
-                else if (c == '"') quoted = false;
-                else field.Append(c);
+                else if (c == '"')
+                {
+                    quoted = false;
+                }
+                else
+                {
+                    field.Append(c);
+                }
             }
-            else if (c == '"') quoted = true;
+            else if (c == '"')
+            {
+                quoted = true;
+            }
             else if (c == ',') { row.Add(field.ToString()); field.Clear(); }
             else if (c == '\n' || c == '\r')
             {
@@ -52,7 +61,10 @@ public sealed class CsvWriter : IDisposable
                 rows.Add(row.ToArray()); row.Clear();
                 any = false;
             }
-            else field.Append(c);
+            else
+            {
+                field.Append(c);
+            }
         }
         if (any) { row.Add(field.ToString()); rows.Add(row.ToArray()); }
         return rows;

@@ -1,10 +1,10 @@
 using System.Diagnostics;
+using VisualChat.Conversations;
 using VisualChat.Inference.Chat;
 using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using VisualChat.Text;
 using VisualChat.Vision;
-using VisualChat.Conversations;
 using VisualChat.Vision.Imaging;
 
 namespace VisualChat.Inference.Evaluation;
@@ -69,6 +69,7 @@ public sealed class DsvcEvaluation(VisualChatModel model, GenerationOptions opti
         long tokens = 0;
         // Rows of one batch must append a round at every step, so conversations with the same number of rounds go together.
         foreach (var group in runnable.GroupBy(i => cases[i].Conversation.Rounds.Count).ToList())
+        {
             foreach (var chunk in group.Chunk(Math.Max(1, batchSize))) {
                 cancellationToken.ThrowIfCancellationRequested();
                 try {
@@ -82,6 +83,8 @@ public sealed class DsvcEvaluation(VisualChatModel model, GenerationOptions opti
                     }
                 }
             }
+        }
+
         var rows = results.Where(r => r is not null).SelectMany(r => r).ToList();
         return (rows, new EvalSummary(runnable.Count, skipped, rows.Count, tokens, clock.Elapsed));
     }

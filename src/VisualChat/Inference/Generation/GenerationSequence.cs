@@ -1,5 +1,5 @@
-using TorchSharp;
 using System.Text;
+using TorchSharp;
 using VisualChat.Model;
 using static TorchSharp.torch;
 

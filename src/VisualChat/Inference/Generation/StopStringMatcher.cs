@@ -47,8 +47,11 @@ public sealed class StopStringMatcher(IReadOnlyList<string> stopStrings)
     {
         int best = 0;
         foreach (var stop in stopStrings)
+        {
             for (int length = Math.Min(stop.Length - 1, text.Length); length > best; length--)
                 if (string.CompareOrdinal(text, text.Length - length, stop, 0, length) == 0) { best = length; break; }
+        }
+
         return best;
     }
 }

@@ -1,6 +1,6 @@
 using TorchSharp;
-using VisualChat.Weights;
 using VisualChat.Text;
+using VisualChat.Weights;
 using static TorchSharp.torch;
 
 namespace VisualChat.Model.Presets;
@@ -119,8 +119,10 @@ public sealed class LanguageModelPreset : IModelPreset
         catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException) { return; }
         long needed = bytes + bytes / 100 + (1L << 20);
         if (free < needed)
+        {
             throw new IOException($"Not enough disk space in '{folder}': the weights need {PresetDescription.FormatBytes(needed)} but only " +
                 $"{PresetDescription.FormatBytes(free)} is free. Free some space, choose another --out, or use --dtype bf16.");
+        }
     }
 }
 

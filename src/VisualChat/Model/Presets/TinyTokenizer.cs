@@ -45,10 +45,13 @@ public static class TinyTokenizer
         while (learned.Count < merges) {
             var counts = new Dictionary<(string, string), int>();
             foreach (var (symbols, count) in words)
+            {
                 for (int i = 0; i + 1 < symbols.Count; i++) {
                     var pair = (symbols[i], symbols[i + 1]);
                     counts[pair] = counts.GetValueOrDefault(pair) + count;
                 }
+            }
+
             var best = counts.Where(p => !known.Contains(p.Key.Item1 + p.Key.Item2))
                 .OrderByDescending(p => p.Value)
                 .ThenBy(p => p.Key.Item1 + "\u0001" + p.Key.Item2, StringComparer.Ordinal)
@@ -58,11 +61,15 @@ public static class TinyTokenizer
             learned.Add(merged);
             known.Add(merged);
             foreach (var (symbols, _) in words)
+            {
                 for (int i = 0; i + 1 < symbols.Count; i++)
+                {
                     if (symbols[i] == best.Item1 && symbols[i + 1] == best.Item2) {
                         symbols[i] = merged;
                         symbols.RemoveAt(i + 1);
                     }
+                }
+            }
         }
         // Merged pieces score by merge order (earlier = higher); single characters are never produced by a merge, so
         // their score only has to stay below every merge.

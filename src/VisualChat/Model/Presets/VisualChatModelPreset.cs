@@ -22,9 +22,12 @@ public sealed class VisualChatModelPreset(string name) : IModelPreset
     public PresetWriteResult Write(string folder, PresetWriteOptions options)
     {
         if (Name != VisualChatPresets.Tiny)
+        {
             throw new InvalidOperationException(
                 $"Preset '{Name}' describes DeepSpeed-VisualChat's shapes only (use --describe); build such a model from real checkpoints " +
                 $"(a LLaMA folder and a vision encoder folder). Writable complete-model preset: {VisualChatPresets.Tiny}.");
+        }
+
         using var model = VisualChatPresets.Create(Name, options.Seed);
         model.Save(folder);
         var files = Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(folder, f)).Order().ToList();

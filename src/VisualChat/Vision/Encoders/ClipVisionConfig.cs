@@ -95,15 +95,21 @@ public sealed class ClipVisionConfig
             // CLIPModel keeps projection_dim at the top level; the nested vision_config usually lacks it.
             if (!vision.TryGetProperty("projection_dim", out _) && root.TryGetProperty("projection_dim", out var projection)
                 && projection.ValueKind == JsonValueKind.Number)
+            {
                 config.ProjectionDim = projection.GetInt32();
+            }
+
             config.ModelType = "clip_vision_model";
             return config.Validated();
         }
 
         var modelType = root.TryGetProperty("model_type", out var type) ? type.GetString() : null;
         if (modelType is not null && modelType != "clip_vision_model")
+        {
             throw new InvalidDataException(
                 $"CLIP config has model_type '{modelType}' and no \"vision_config\"; expected a clip_vision_model config or a CLIPModel config.");
+        }
+
         return root.Deserialize<ClipVisionConfig>()!.Validated();
     }
 
@@ -120,8 +126,11 @@ public sealed class ClipVisionConfig
     public ClipVisionConfig Validated()
     {
         if (HiddenSize <= 0 || NumAttentionHeads <= 0 || HiddenSize % NumAttentionHeads != 0)
+        {
             throw new InvalidDataException(
                 $"CLIP config: hidden_size {HiddenSize} must be a positive multiple of num_attention_heads {NumAttentionHeads}.");
+        }
+
         if (PatchSize <= 0 || ImageSize < PatchSize || ImageSize % PatchSize != 0)
             throw new InvalidDataException($"CLIP config: image_size {ImageSize} must be a positive multiple of patch_size {PatchSize}.");
         if (NumHiddenLayers <= 0 || IntermediateSize <= 0 || NumChannels <= 0)

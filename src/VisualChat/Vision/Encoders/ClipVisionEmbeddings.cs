@@ -35,9 +35,12 @@ public sealed class ClipVisionEmbeddings : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor pixelValues)
     {
         if (pixelValues.dim() != 4 || pixelValues.shape[2] != imageSize || pixelValues.shape[3] != imageSize)
+        {
             throw new ArgumentException(
                 $"CLIP pixel tensor has shape [{string.Join(", ", pixelValues.shape)}]; expected [N, C, {imageSize}, {imageSize}] " +
                 "(resize/crop with the CLIP image processor first).", nameof(pixelValues));
+        }
+
         using var scope = NewDisposeScope();
         var weight = patch_embedding.weight!;
         var patches = patch_embedding.forward(pixelValues.to(weight.dtype)).flatten(2).transpose(1, 2);

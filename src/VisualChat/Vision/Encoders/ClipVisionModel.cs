@@ -1,6 +1,6 @@
 using TorchSharp;
-using static TorchSharp.torch;
 using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Vision.Encoders;
 

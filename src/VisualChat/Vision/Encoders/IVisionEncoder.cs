@@ -1,5 +1,5 @@
-using static TorchSharp.torch;
 using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Vision.Encoders;
 

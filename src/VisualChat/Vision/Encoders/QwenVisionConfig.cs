@@ -53,8 +53,11 @@ public sealed class QwenVisionConfig
     public static QwenVisionConfig Load(string path)
     {
         if (!File.Exists(path))
+        {
             throw new FileNotFoundException(
                 $"Qwen vision config '{path}' does not exist; pass DSVC's qwen_clip config.json, a Qwen-VL config.json or a saved QwenVisionConfig.", path);
+        }
+
         try
         {
             return Parse(File.ReadAllText(path));
@@ -135,8 +138,11 @@ public sealed class QwenVisionConfig
         if (OutputDim % 4 != 0)
             throw new InvalidDataException($"Qwen vision config: output_dim {OutputDim} must be divisible by 4 for the 2-D sin-cos table.");
         if (EffectiveResamplerHeads <= 0 || OutputDim % EffectiveResamplerHeads != 0)
+        {
             throw new InvalidDataException(
                 $"Qwen vision config: output_dim {OutputDim} must be a positive multiple of the resampler heads {EffectiveResamplerHeads} (set resampler_heads).");
+        }
+
         return this;
     }
 

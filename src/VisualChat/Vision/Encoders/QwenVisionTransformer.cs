@@ -1,7 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
-using static TorchSharp.torch;
 using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Vision.Encoders;
 
@@ -88,9 +88,12 @@ public sealed class QwenVisionTransformer : nn.Module<Tensor, Tensor>, IVisionEn
     public override Tensor forward(Tensor pixels)
     {
         if (pixels.dim() != 4 || pixels.shape[1] != 3 || pixels.shape[2] != Config.ImageSize || pixels.shape[3] != Config.ImageSize)
+        {
             throw new ArgumentException(
                 $"Qwen vision pixel tensor has shape [{string.Join(", ", pixels.shape)}]; expected [N, 3, {Config.ImageSize}, {Config.ImageSize}].",
                 nameof(pixels));
+        }
+
         using var scope = NewDisposeScope();
         var patches = conv1.forward(pixels.to(conv1.weight!.dtype));
         var x = patches.reshape(patches.shape[0], patches.shape[1], -1).permute(0, 2, 1);

@@ -1,9 +1,9 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using TorchSharp;
+using VisualChat.Vision.Imaging;
 using VisualChat.Weights;
 using static TorchSharp.torch;
-using VisualChat.Vision.Imaging;
 
 namespace VisualChat.Vision.Encoders;
 
@@ -204,8 +204,10 @@ public static class VisionEncoderFolder
             return;
         var (height, width) = processor.CropOutputSize();
         if (height != imageSize || width != imageSize)
+        {
             throw new InvalidDataException(
                 $"{source} crops to {height}x{width} but the encoder takes {imageSize}x{imageSize} images; fix crop_size to {imageSize}.");
+        }
     }
 
     /// <summary>

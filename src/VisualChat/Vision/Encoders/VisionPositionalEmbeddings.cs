@@ -25,7 +25,8 @@ public static class VisionPositionalEmbeddings
             omega[k] = (float)(1.0 / Math.Pow(10000.0, (float)k / quarter));
         var values = new float[gridSize * gridSize * embedDim];
         for (var i = 0; i < gridSize; i++)
-        for (var j = 0; j < gridSize; j++)
+        {
+            for (var j = 0; j < gridSize; j++)
         {
             var row = (i * gridSize + j) * embedDim;
             for (var k = 0; k < quarter; k++)
@@ -38,6 +39,8 @@ public static class VisionPositionalEmbeddings
                 values[row + half + quarter + k] = MathF.Cos(rowAngle);
             }
         }
+        }
+
         return tensor(values).view(gridSize * gridSize, embedDim);
     }
 

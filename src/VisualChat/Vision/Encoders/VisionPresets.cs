@@ -1,8 +1,8 @@
 using System.Globalization;
 using TorchSharp;
+using VisualChat.Vision.Imaging;
 using VisualChat.Weights;
 using static TorchSharp.torch;
-using VisualChat.Vision.Imaging;
 
 namespace VisualChat.Vision.Encoders;
 
@@ -130,9 +130,11 @@ public static class VisionPresets
     public static void EnsureFits(string name, ScalarType dtype, long neededBytes, long availableBytes, string where)
     {
         if (availableBytes < neededBytes)
+        {
             throw new IOException(
                 $"Writing vision preset '{name}' as {dtype} needs about {FormatBytes(neededBytes)} under '{where}', " +
                 $"but only {FormatBytes(availableBytes)} are free; choose a folder on a larger disk or a 2-byte dtype (bf16).");
+        }
     }
 
     private static string Normalize(string name)

@@ -69,9 +69,11 @@ public sealed class ClipImageProcessor
         {
             var size = OutputSize(images[i]);
             if (size != (h, w))
+            {
                 throw new ArgumentException(
                     $"Image {i} ({images[i].Width}x{images[i].Height}) preprocesses to {size.Height}x{size.Width}, but image 0 gives {h}x{w}; " +
                     "batching needs equal sizes (enable do_center_crop or a fixed height/width).", nameof(images));
+            }
         }
         int plane = 3 * h * w;
         var buffer = new float[(long)images.Count * plane];

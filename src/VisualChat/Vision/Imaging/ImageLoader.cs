@@ -55,13 +55,19 @@ public static class ImageLoader
         ArgumentNullException.ThrowIfNull(dataUri);
         int comma = dataUri.IndexOf(',');
         if (!dataUri.StartsWith("data:", StringComparison.OrdinalIgnoreCase) || comma < 0)
+        {
             throw new ImageDecodeException("data URI", ImageFormat.Unknown,
                 $"'{Preview(dataUri)}' is not a data URI; expected 'data:image/<type>;base64,<payload>'.");
+        }
+
         var meta = dataUri[5..comma];
         var source = $"data URI ({(meta.Length == 0 ? "no media type" : meta)})";
         if (!meta.EndsWith(";base64", StringComparison.OrdinalIgnoreCase))
+        {
             throw new ImageDecodeException(source, ImageFormat.Unknown,
                 $"Image {source} is not base64-encoded; only 'data:<mime>;base64,<payload>' URIs are supported.");
+        }
+
         return LoadBase64(dataUri[(comma + 1)..], options, source);
     }
 
@@ -75,8 +81,11 @@ public static class ImageLoader
 
         var format = ImageHeader.DetectFormat(data);
         if (format == ImageFormat.Unknown)
+        {
             throw new ImageDecodeException(sourceName, format,
                 $"Image '{sourceName}' is not a JPEG, PNG, GIF or BMP (first bytes: {Convert.ToHexString(data, 0, Math.Min(8, data.Length))}).");
+        }
+
         if (!ImageHeader.TryRead(data, out var header))
             throw new ImageDecodeException(sourceName, format, $"Image '{sourceName}' looks like {format} but its header is truncated or malformed.");
         if (header.Width <= 0 || header.Height <= 0)

@@ -1,5 +1,5 @@
-using static TorchSharp.torch;
 using VisualChat.Vision.Encoders;
+using static TorchSharp.torch;
 
 namespace VisualChat.Vision.Projection;
 

@@ -1,7 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
-using static TorchSharp.torch;
 using VisualChat.Vision.Encoders;
+using static TorchSharp.torch;
 
 namespace VisualChat.Vision.Projection;
 
@@ -29,9 +29,12 @@ public sealed class PerceiverProjection : nn.Module<Tensor, Tensor>, IProjection
     {
         var heads = numHeads ?? lmWidth / 128;
         if (heads <= 0 || lmWidth % heads != 0)
+        {
             throw new ArgumentException(
                 $"perceiver projection: LM width {lmWidth} needs a positive head count dividing it (got {heads}); set PerceiverHeads.",
                 nameof(numHeads));
+        }
+
         InputWidth = visionWidth;
         OutputWidth = lmWidth;
         NumQueries = gridSize * gridSize;
@@ -74,8 +77,11 @@ public sealed class PerceiverProjection : nn.Module<Tensor, Tensor>, IProjection
     {
         var keyGrid = (int)Math.Sqrt(inputTokens);
         if (keyGrid * keyGrid != inputTokens - 1)
+        {
             throw new ArgumentException(
                 $"perceiver projection takes CLS + a square patch grid; {inputTokens} tokens is not 1 + n².", nameof(inputTokens));
+        }
+
         return NumQueries;
     }
 

@@ -1,7 +1,7 @@
 using TorchSharp;
 using TorchSharp.Modules;
-using static TorchSharp.torch;
 using VisualChat.Vision.Encoders;
+using static TorchSharp.torch;
 
 namespace VisualChat.Vision.Projection;
 
@@ -24,9 +24,12 @@ public sealed class VitProjection : nn.Module<Tensor, Tensor>, IProjection
         var config = layerConfig.Clone();
         config.HiddenSize = visionWidth;
         if (visionWidth % config.NumAttentionHeads != 0)
+        {
             throw new ArgumentException(
                 $"vit projection: vision width {visionWidth} is not divisible by num_attention_heads {config.NumAttentionHeads} of the layer config.",
                 nameof(layerConfig));
+        }
+
         vis_layer = new ClipEncoderLayer(config);
         linear = nn.Linear(visionWidth, lmWidth);
         layer_norm = nn.LayerNorm(lmWidth, 1e-12);

@@ -1,7 +1,7 @@
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Vision.Projection;
 using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Projection;
+using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Vision.Encoders;
 

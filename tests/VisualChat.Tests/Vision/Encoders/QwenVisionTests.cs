@@ -1,7 +1,7 @@
 using TorchSharp;
 using VisualChat.Vision;
-using static TorchSharp.torch;
 using VisualChat.Vision.Encoders;
+using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Vision.Encoders;
 
@@ -147,7 +147,8 @@ public class QwenVisionTests
         }
         var context = new double[length * width];
         for (var h = 0; h < heads; h++)
-        for (var i = 0; i < length; i++)
+        {
+            for (var i = 0; i < length; i++)
         {
             var scores = new double[length];
             for (var j = 0; j < length; j++)
@@ -158,15 +159,21 @@ public class QwenVisionTests
             var exp = scores.Select(s => Math.Exp(s - max)).ToArray();
             var total = exp.Sum();
             for (var d = 0; d < headDim; d++)
-                for (var j = 0; j < length; j++)
+                {
+                    for (var j = 0; j < length; j++)
                     context[i * width + h * headDim + d] += exp[j] / total * Project(j, h, 2, d);
+                }
+            }
         }
+
         for (var i = 0; i < length; i++)
-        for (var o = 0; o < width; o++)
+        {
+            for (var o = 0; o < width; o++)
         {
             var expected = bo[o];
             for (var c = 0; c < width; c++) expected += wo[o * width + c] * context[i * width + c];
             Assert.Equal(expected, actual[i * width + o], 1e-5);
+        }
         }
     }
 
@@ -198,23 +205,33 @@ public class QwenVisionTests
         }
         var context = new double[queries * embed];
         for (var h = 0; h < heads; h++)
-        for (var i = 0; i < queries; i++)
+        {
+            for (var i = 0; i < queries; i++)
         {
             var scores = new double[keys];
             for (var j = 0; j < keys; j++)
-                for (var d = 0; d < headDim; d++)
+                {
+                    for (var d = 0; d < headDim; d++)
                     scores[j] += Project(qs, i, 0, h * headDim + d) * Project(ks, j, 1, h * headDim + d) / Math.Sqrt(headDim);
-            var exp = scores.Select(s => Math.Exp(s - scores.Max())).ToArray();
+                }
+
+                var exp = scores.Select(s => Math.Exp(s - scores.Max())).ToArray();
             for (var d = 0; d < headDim; d++)
-                for (var j = 0; j < keys; j++)
+                {
+                    for (var j = 0; j < keys; j++)
                     context[i * embed + h * headDim + d] += exp[j] / exp.Sum() * Project(vs, j, 2, h * headDim + d);
+                }
+            }
         }
+
         for (var i = 0; i < queries; i++)
-        for (var o = 0; o < embed; o++)
+        {
+            for (var o = 0; o < embed; o++)
         {
             var expected = bo[o];
             for (var c = 0; c < embed; c++) expected += wo[o * embed + c] * context[i * embed + c];
             Assert.Equal(expected, actual[i * embed + o], 1e-5);
+        }
         }
     }
 

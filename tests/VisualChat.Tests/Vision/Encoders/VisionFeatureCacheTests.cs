@@ -1,8 +1,8 @@
 using TorchSharp;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Vision.Imaging;
 using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Vision.Encoders;
 

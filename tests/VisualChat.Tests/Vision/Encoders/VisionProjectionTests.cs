@@ -1,8 +1,8 @@
 using TorchSharp;
 using VisualChat.Vision;
-using static TorchSharp.torch;
-using VisualChat.Vision.Projection;
 using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Projection;
+using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Vision.Encoders;
 

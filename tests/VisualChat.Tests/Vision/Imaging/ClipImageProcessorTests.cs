@@ -1,8 +1,8 @@
 using System.Security.Cryptography;
 using TorchSharp;
 using VisualChat.Vision;
-using static TorchSharp.torch;
 using VisualChat.Vision.Imaging;
+using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Vision.Imaging;
 
@@ -21,8 +21,11 @@ public class ClipImageProcessorTests
     {
         var data = new TheoryData<string, int>();
         foreach (var image in ImagingTestData.AllEvalImages())
+        {
             foreach (var size in new[] { 224, 448 })
                 data.Add(image, size);
+        }
+
         return data;
     }
 
@@ -61,8 +64,10 @@ public class ClipImageProcessorTests
         Assert.Equal(ScalarType.Float32, output.dtype);
         var means = output.to_type(ScalarType.Float64).mean([1, 2]).data<double>().ToArray();
         for (int c = 0; c < 3; c++)
+        {
             Assert.True(Math.Abs(means[c] - expected.ChannelMean[c]) <= (lossless ? 1e-6 : JpegChannelMeanTolerance),
                 $"{relative} @{size} channel {c}: mean {means[c]} vs PIL {expected.ChannelMean[c]}");
+        }
     }
 
     [Fact]

@@ -1,6 +1,6 @@
 using VisualChat.Vision;
-using static TorchSharp.torch;
 using VisualChat.Vision.Encoders;
+using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Vision.Pretrained;
 

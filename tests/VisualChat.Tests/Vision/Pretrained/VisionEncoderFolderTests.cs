@@ -1,11 +1,11 @@
 using System.Text.Json.Nodes;
+using TorchSharp;
 using VisualChat.Tests.Vision.Encoders;
 using VisualChat.Vision;
-using VisualChat.Weights;
-using TorchSharp;
-using static TorchSharp.torch;
-using VisualChat.Vision.Imaging;
 using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Imaging;
+using VisualChat.Weights;
+using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Vision.Pretrained;
 

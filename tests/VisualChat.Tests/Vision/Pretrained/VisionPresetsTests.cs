@@ -1,11 +1,11 @@
+using TorchSharp;
 using VisualChat.Benchmarks;
 using VisualChat.Tests.Vision.Encoders;
 using VisualChat.Vision;
-using TorchSharp;
-using static TorchSharp.torch;
-using VisualChat.Vision.Projection;
-using VisualChat.Vision.Imaging;
 using VisualChat.Vision.Encoders;
+using VisualChat.Vision.Imaging;
+using VisualChat.Vision.Projection;
+using static TorchSharp.torch;
 
 namespace VisualChat.Tests.Vision.Pretrained;
 
