@@ -32,6 +32,7 @@ public sealed class ScalarLifetimeTests
         typeof(VisualChat.Training.AdamW).Assembly.GetName().Name!,       // VisualChat.Training
         typeof(VisualChat.Demo.DemoRecipe).Assembly.GetName().Name!,      // VisualChat.Demo (demo, ablation, benchmarks)
         typeof(VisualChat.Cli.Commands.CommandCatalog).Assembly.GetName().Name!,  // vchat
+        typeof(VisualChat.Server.ApiException).Assembly.GetName().Name!,  // VisualChat.Server
     };
 
     [Theory]
