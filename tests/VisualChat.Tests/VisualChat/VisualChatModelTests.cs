@@ -126,21 +126,26 @@ public class VisualChatModelTests
         Assert.Equal(output.Loss.item<float>(), again.Loss!.item<float>());
     }
 
+    static readonly global::VisualChat.Conversations.FileImageRef Unused = new("unused.png");
+
+    /// <summary>The conversations tokenized with the model's template and collated as the trainer does.</summary>
+    static (global::VisualChat.Conversations.TokenizedSample[] Samples, global::VisualChat.Data.TrainingBatch Batch) Collate(
+        VisualChatModel model, params global::VisualChat.Conversations.Conversation[] conversations)
+    {
+        var template = new global::VisualChat.Conversations.ConversationTemplate(model.Config.TemplateOptions);
+        var samples = conversations.Select(c => template.Tokenize(c, model.Tokenizer!)).ToArray();
+        return (samples, new global::VisualChat.Data.Collator(model.Tokenizer!.EosId).Collate(samples));
+    }
+
     [Fact]
     public void CollatedTemplateBatchTrains()
     {
         using var scope = NewDisposeScope();
         using var model = Tiny();
-        var tokenizer = model.Tokenizer!;
-        var template = new global::VisualChat.Conversations.ConversationTemplate(model.Config.TemplateOptions);
-        var image = new global::VisualChat.Conversations.FileImageRef("unused.png");
-        var conversations = new[]
-        {
-            new global::VisualChat.Conversations.Conversation("test", [new([image, image], "what is this", "a red cat"), global::VisualChat.Conversations.Round.TextOnly("and this", "a blue dog")], []),
-            new global::VisualChat.Conversations.Conversation("test", [global::VisualChat.Conversations.Round.TextOnly("what color", "red")], []),
-        };
-        var samples = conversations.Select(c => template.Tokenize(c, tokenizer)).ToArray();
-        using var batch = new global::VisualChat.Data.Collator(tokenizer.EosId).Collate(samples);
+        var (samples, batch) = Collate(model,
+            new("test", [new([Unused, Unused], "what is this", "a red cat"), global::VisualChat.Conversations.Round.TextOnly("and this", "a blue dog")], []),
+            new("test", [global::VisualChat.Conversations.Round.TextOnly("what color", "red")], []));
+        using var _ = batch;
         var output = model.forward(batch.ToModelInput(Images(2)));
         long expectedTargets = samples.Sum(s => s.Labels.Count(l => l != -100));
         Assert.Equal(expectedTargets, output.AnswerTokens);
@@ -156,15 +161,10 @@ public class VisualChatModelTests
     {
         using var scope = NewDisposeScope();
         using var model = Tiny();
-        var tokenizer = model.Tokenizer!;
-        var template = new global::VisualChat.Conversations.ConversationTemplate(model.Config.TemplateOptions);
-        var image = new global::VisualChat.Conversations.FileImageRef("unused.png");
-        var conversations = new[]
-        {
-            new global::VisualChat.Conversations.Conversation("test", [new([image], "what is this", "a red cat"), global::VisualChat.Conversations.Round.TextOnly("and this", "a blue dog")], []),
-            new global::VisualChat.Conversations.Conversation("test", [new([image], "what color", "red")], []),
-        };
-        using var batch = new global::VisualChat.Data.Collator(tokenizer.EosId).Collate(conversations.Select(c => template.Tokenize(c, tokenizer)).ToArray());
+        var (_, batch) = Collate(model,
+            new("test", [new([Unused], "what is this", "a red cat"), global::VisualChat.Conversations.Round.TextOnly("and this", "a blue dog")], []),
+            new("test", [new([Unused], "what color", "red")], []));
+        using var __ = batch;
         var pixels = Images(2);
         var projection = model.projection.parameters().First();
         var embeddings = model.lm.model.embed_tokens.weight!;
