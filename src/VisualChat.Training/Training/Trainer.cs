@@ -237,8 +237,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                 if (!end)
                 {
                     // Null only under mpirun: this rank has no sample of this global micro-batch but joins its collectives.
-                    using (var batch = item)
-                {
+                    using var batch = item;
                     manual_seed((long)(StableRandom.Hash(_config.Seed, "micro-batch", _step, micro) >> 1));
                     using var scope = NewDisposeScope();
                     var result = batch is null ? null : _model.ComputeLoss(batch);
@@ -279,7 +278,6 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                         tokens += batchTokens;
                         images += batchImages;
                     }
-                }
                 }
 
                 bool lastOfEpoch = end || _batchInEpoch >= batchesInEpoch;

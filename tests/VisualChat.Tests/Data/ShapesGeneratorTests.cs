@@ -64,11 +64,11 @@ public class ShapesGeneratorTests
                 foreach (var round in doc.RootElement.GetProperty("rounds").EnumerateArray())
                 {
                     foreach (var image in round.GetProperty("images").EnumerateArray())
-                {
-                    var bytes = File.ReadAllBytes(Path.Combine(folder, image.GetString()!));
-                    Assert.Equal(0x89, bytes[0]);
-                    Assert.Equal((byte)'P', bytes[1]);
-                }
+                    {
+                        var bytes = File.ReadAllBytes(Path.Combine(folder, image.GetString()!));
+                        Assert.Equal(0x89, bytes[0]);
+                        Assert.Equal((byte)'P', bytes[1]);
+                    }
                 }
             }
         }

@@ -8,7 +8,8 @@ using static TorchSharp.torch;
 namespace VisualChat.Benchmarks.Ablation;
 
 /// <summary>
-/// The ablation's stand-in for a pretrained LLaMA that never saw an image: the tiny LM trained with plain causal
+/// The ablation's language-model pretraining, the analogue of a LLaMA that never saw an image: the tiny LM trained
+/// (through the project's trainer and loss, like the demo's) with plain causal
 /// attention on shapes conversations in the DSVC template where every &lt;image&gt; is replaced by its description as
 /// ordinary text ("3 red circle"), loss on the answers. Unlike the demo's LM pretraining it never reads an image slot
 /// or a modality map, so it favours none of the attention modes compared afterwards.

@@ -53,11 +53,11 @@ public sealed record ShapeScene(ShapeKind Kind, ShapeColor Color, IReadOnlyList<
             for (int y = Math.Max(0, cy - radius); y <= Math.Min(size - 1, cy + radius); y++)
             {
                 for (int x = Math.Max(0, cx - radius); x <= Math.Min(size - 1, cx + radius); x++)
-            {
-                if (!Covers(x - cx, y - cy, radius)) continue;
-                int o = (y * size + x) * 3;
-                rgb[o] = r; rgb[o + 1] = g; rgb[o + 2] = b;
-            }
+                {
+                    if (!Covers(x - cx, y - cy, radius)) continue;
+                    int o = (y * size + x) * 3;
+                    rgb[o] = r; rgb[o + 1] = g; rgb[o + 2] = b;
+                }
             }
         }
         return rgb;

@@ -27,18 +27,18 @@ public static class VisionPositionalEmbeddings
         for (var i = 0; i < gridSize; i++)
         {
             for (var j = 0; j < gridSize; j++)
-        {
-            var row = (i * gridSize + j) * embedDim;
-            for (var k = 0; k < quarter; k++)
             {
-                var column = (float)j * omega[k];
-                var rowAngle = (float)i * omega[k];
-                values[row + k] = MathF.Sin(column);
-                values[row + quarter + k] = MathF.Cos(column);
-                values[row + half + k] = MathF.Sin(rowAngle);
-                values[row + half + quarter + k] = MathF.Cos(rowAngle);
+                var row = (i * gridSize + j) * embedDim;
+                for (var k = 0; k < quarter; k++)
+                {
+                    var column = (float)j * omega[k];
+                    var rowAngle = (float)i * omega[k];
+                    values[row + k] = MathF.Sin(column);
+                    values[row + quarter + k] = MathF.Cos(column);
+                    values[row + half + k] = MathF.Sin(rowAngle);
+                    values[row + half + quarter + k] = MathF.Cos(rowAngle);
+                }
             }
-        }
         }
 
         return tensor(values).view(gridSize * gridSize, embedDim);

@@ -149,19 +149,19 @@ public class QwenVisionTests
         for (var h = 0; h < heads; h++)
         {
             for (var i = 0; i < length; i++)
-        {
-            var scores = new double[length];
-            for (var j = 0; j < length; j++)
             {
-                for (var d = 0; d < headDim; d++) scores[j] += Project(i, h, 0, d) / Math.Sqrt(headDim) * Project(j, h, 1, d);
-            }
-            var max = scores.Max();
-            var exp = scores.Select(s => Math.Exp(s - max)).ToArray();
-            var total = exp.Sum();
-            for (var d = 0; d < headDim; d++)
+                var scores = new double[length];
+                for (var j = 0; j < length; j++)
+                {
+                    for (var d = 0; d < headDim; d++) scores[j] += Project(i, h, 0, d) / Math.Sqrt(headDim) * Project(j, h, 1, d);
+                }
+                var max = scores.Max();
+                var exp = scores.Select(s => Math.Exp(s - max)).ToArray();
+                var total = exp.Sum();
+                for (var d = 0; d < headDim; d++)
                 {
                     for (var j = 0; j < length; j++)
-                    context[i * width + h * headDim + d] += exp[j] / total * Project(j, h, 2, d);
+                        context[i * width + h * headDim + d] += exp[j] / total * Project(j, h, 2, d);
                 }
             }
         }
@@ -169,11 +169,11 @@ public class QwenVisionTests
         for (var i = 0; i < length; i++)
         {
             for (var o = 0; o < width; o++)
-        {
-            var expected = bo[o];
-            for (var c = 0; c < width; c++) expected += wo[o * width + c] * context[i * width + c];
-            Assert.Equal(expected, actual[i * width + o], 1e-5);
-        }
+            {
+                var expected = bo[o];
+                for (var c = 0; c < width; c++) expected += wo[o * width + c] * context[i * width + c];
+                Assert.Equal(expected, actual[i * width + o], 1e-5);
+            }
         }
     }
 
@@ -207,19 +207,19 @@ public class QwenVisionTests
         for (var h = 0; h < heads; h++)
         {
             for (var i = 0; i < queries; i++)
-        {
-            var scores = new double[keys];
-            for (var j = 0; j < keys; j++)
+            {
+                var scores = new double[keys];
+                for (var j = 0; j < keys; j++)
                 {
                     for (var d = 0; d < headDim; d++)
-                    scores[j] += Project(qs, i, 0, h * headDim + d) * Project(ks, j, 1, h * headDim + d) / Math.Sqrt(headDim);
+                        scores[j] += Project(qs, i, 0, h * headDim + d) * Project(ks, j, 1, h * headDim + d) / Math.Sqrt(headDim);
                 }
 
                 var exp = scores.Select(s => Math.Exp(s - scores.Max())).ToArray();
-            for (var d = 0; d < headDim; d++)
+                for (var d = 0; d < headDim; d++)
                 {
                     for (var j = 0; j < keys; j++)
-                    context[i * embed + h * headDim + d] += exp[j] / exp.Sum() * Project(vs, j, 2, h * headDim + d);
+                        context[i * embed + h * headDim + d] += exp[j] / exp.Sum() * Project(vs, j, 2, h * headDim + d);
                 }
             }
         }
@@ -227,11 +227,11 @@ public class QwenVisionTests
         for (var i = 0; i < queries; i++)
         {
             for (var o = 0; o < embed; o++)
-        {
-            var expected = bo[o];
-            for (var c = 0; c < embed; c++) expected += wo[o * embed + c] * context[i * embed + c];
-            Assert.Equal(expected, actual[i * embed + o], 1e-5);
-        }
+            {
+                var expected = bo[o];
+                for (var c = 0; c < embed; c++) expected += wo[o * embed + c] * context[i * embed + c];
+                Assert.Equal(expected, actual[i * embed + o], 1e-5);
+            }
         }
     }
 
