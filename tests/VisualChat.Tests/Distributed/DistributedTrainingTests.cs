@@ -6,6 +6,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using VisualChat.Cli.Commands;
 using VisualChat.Training;
+using VisualChat.Tests.Model;
 using VisualChat.Weights;
 using Xunit.Abstractions;
 using static TorchSharp.torch;
@@ -16,7 +17,8 @@ namespace VisualChat.Tests.Distributed;
 /// compared with (global batch 6 × accumulation 2, two epochs, a checkpoint per epoch).</summary>
 public sealed class DistributedFixture : IDisposable
 {
-    public string Root { get; } = Directory.CreateTempSubdirectory("vchat-mpi").FullName;
+    readonly TempFolder _root = new();
+    public string Root => _root.Path;
     public string ModelFolder => Path.Combine(Root, "model");
     public string ReferenceRun => Path.Combine(Root, "reference");
     /// <summary>19 training texts: global batches of 6 leave a last batch of 1, so with 2 ranks × 3 rank 1 has no
@@ -53,10 +55,7 @@ public sealed class DistributedFixture : IDisposable
         return path;
     }
 
-    public void Dispose()
-    {
-        try { Directory.Delete(Root, recursive: true); } catch (IOException) { }
-    }
+    public void Dispose() => _root.Dispose();
 }
 
 /// <summary>
@@ -68,22 +67,7 @@ public sealed class DistributedTrainingTests(DistributedFixture fixture, ITestOu
 {
     const double Tolerance = 1e-5;
 
-    public sealed record CliResult(int Code, string Out, string Err);
-
-    /// <summary>A vchat command in-process, as Program.cs runs it.</summary>
-    public static CliResult Cli(params string[] args)
-    {
-        var root = new RootCommand("vchat");
-        root.Options.Add(CliErrors.VerboseOption);
-        foreach (var command in CommandCatalog.All()) root.Subcommands.Add(command);
-        var parse = root.Parse(args);
-        var output = new StringWriter();
-        var error = new StringWriter();
-        parse.InvocationConfiguration.Output = output;
-        parse.InvocationConfiguration.Error = error;
-        int code = parse.Invoke();
-        return new CliResult(code, output.ToString(), error.ToString());
-    }
+    public static InProcessVchat.Result Cli(params string[] args) => InProcessVchat.Run(args);
 
     static string Mpirun()
     {

@@ -9,6 +9,7 @@ using VisualChat.Data;
 using VisualChat.Data.Synthetic;
 using VisualChat.Model;
 using VisualChat.Training;
+using VisualChat.Tests.Model;
 using VisualChat.Weights;
 using static TorchSharp.torch;
 
@@ -17,7 +18,8 @@ namespace VisualChat.Tests.Robustness;
 /// <summary>A tiny VisualChat model and shapes conversations shared by the fault suite (each test copies the data it damages).</summary>
 public sealed class FaultSuiteFixture : IDisposable
 {
-    public string Root { get; } = Directory.CreateTempSubdirectory("vchat-faults").FullName;
+    readonly TempFolder _root = new();
+    public string Root => _root.Path;
     public string ModelFolder => Path.Combine(Root, "model");
     string DataTemplate => Path.Combine(Root, "data-template");
     int _workspaces;
@@ -66,10 +68,7 @@ public sealed class FaultSuiteFixture : IDisposable
         }
     }
 
-    public void Dispose()
-    {
-        try { Directory.Delete(Root, recursive: true); } catch (IOException) { }
-    }
+    public void Dispose() => _root.Dispose();
 }
 
 /// <summary>
@@ -84,25 +83,7 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
 
     // ---------- harness ----------
 
-    sealed record CliResult(int Code, string Out, string Err);
-
-    /// <summary>Runs a vchat command in-process, as Program.cs does (one-line errors included).</summary>
-    static CliResult Cli(params string[] args)
-    {
-        var root = new RootCommand("vchat");
-        root.Options.Add(CliErrors.VerboseOption);
-        foreach (var command in CommandCatalog.All()) root.Subcommands.Add(command);
-        var parse = root.Parse(args);
-        var output = new StringWriter();
-        var error = new StringWriter();
-        parse.InvocationConfiguration.Output = output;
-        parse.InvocationConfiguration.Error = error;
-        parse.InvocationConfiguration.EnableDefaultExceptionHandler = false;
-        int code;
-        try { code = parse.Invoke(); }
-        catch (Exception e) { code = CliErrors.Report(parse.CommandResult.Command.Name, e, false, error); }
-        return new CliResult(code, output.ToString(), error.ToString());
-    }
+    static InProcessVchat.Result Cli(params string[] args) => InProcessVchat.Run(args);
 
     sealed class Child : IDisposable
     {
@@ -182,7 +163,7 @@ public sealed class FaultSuiteTests(FaultSuiteFixture fixture) : IClassFixture<F
         .Where(d => Path.GetFileName(d).Contains(".tmp-", StringComparison.Ordinal) || Path.GetFileName(d).Contains(".old-", StringComparison.Ordinal))
         .Sum(d => Directory.GetFiles(d, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length) + 1);
 
-    static void AssertOneLineError(CliResult result, string mustContain)
+    static void AssertOneLineError(InProcessVchat.Result result, string mustContain)
     {
         var lines = result.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         Assert.True(lines.Length == 1, $"expected one error line, got:\n{result.Err}");
