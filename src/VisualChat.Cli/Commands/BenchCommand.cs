@@ -51,10 +51,14 @@ public static class BenchCommand
     static Command Decode()
     {
         var preset = new Option<string>("--preset") { Description = "Language-model preset to build in memory (random init).", DefaultValueFactory = _ => "llama-100m" };
-        var tokens = new Option<int>("--tokens") { Description = "Tokens to decode after the prefill.", DefaultValueFactory = _ => 64 };
+        var tokens = new Option<int>("--tokens") { Description = "Tokens to decode per sequence after the prefill.", DefaultValueFactory = _ => 64 };
         var prompt = new Option<int>("--prompt-tokens") { Description = "Prefill length.", DefaultValueFactory = _ => 16 };
-        var dtypes = new Option<string>("--dtypes") { Description = "Comma-separated weight/compute dtypes (f32, bf16, f16).", DefaultValueFactory = _ => "f32,bf16" };
-        var command = new Command("decode", "Batch-1 decode tokens/s of a LLaMA preset vs the memory-bandwidth bound measured in the same run") { preset, tokens, prompt, dtypes };
+        var formats = new Option<string>("--formats") { Description = "Comma-separated weight formats for the fused kernels: fp32, bf16, q8.", DefaultValueFactory = _ => "fp32,bf16,q8" };
+        var batches = new Option<string>("--batches") { Description = "Comma-separated batch sizes (sequences decoded together).", DefaultValueFactory = _ => "1,8" };
+        var peer = new Option<string?>("--peer-cmd") { Description = "A peer decoder's command line that prints 'achieved tok/s: X' (e.g. llama2.c's run); run alternately with ours." };
+        var rounds = new Option<int>("--peer-rounds") { Description = "Alternating rounds of the peer and our fp32 batch-1 decode.", DefaultValueFactory = _ => 3 };
+        var command = new Command("decode", "Decode tokens/s per weight format and batch size vs the streaming-read bound measured in the same run")
+            { preset, tokens, prompt, formats, batches, peer, rounds };
         command.SetAction(parse =>
         {
             var stdout = parse.InvocationConfiguration.Output;
@@ -64,18 +68,49 @@ public static class BenchCommand
                 return 1;
             }
             var config = lm.Config();
-            var types = parse.GetValue(dtypes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(VisualChat.Model.DevicePolicy.ParseDType).ToList();
+            var formatList = parse.GetValue(formats)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            var batchList = parse.GetValue(batches)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
             stdout.WriteLine($"machine: {MachineInfo.Current()}");
-            double bandwidth = Roofline.CopyBandwidth();
-            stdout.WriteLine($"copy bandwidth (read+write): {bandwidth / 1e9:F1} GB/s");
-            stdout.WriteLine($"model: {lm.Name}, {config.ParameterCount():N0} parameters; batch 1, greedy, KV cache, prompt {parse.GetValue(prompt)} tokens");
-            if (types.Any(t => t != TorchSharp.torch.ScalarType.Float32))
-                stdout.WriteLine("note: bf16/f16 compute runs as is; on CPUs without native bf16 (no avx512_bf16/amx_bf16) half-precision matmuls are far slower than fp32.");
-            stdout.WriteLine($"{"variant",-36} {"prefill ms",11} {"tokens/s",9} {"MB/token",9} {"bound tok/s",12} {"achieved/bound",15}");
-            foreach (var row in DecodeBenchmark.Run(config, types, bandwidth, parse.GetValue(tokens), parse.GetValue(prompt)))
-                stdout.WriteLine($"{row.Variant,-36} {row.PrefillMs,11:F1} {row.TokensPerSecond,9:F2} {row.BytesPerToken / 1e6,9:F1} {row.BoundTokensPerSecond,12:F2} {row.RatioToBound,15:P1}");
+            double bandwidth = Roofline.StreamingReadBandwidth();
+            stdout.WriteLine($"streaming-read bandwidth (1 GiB, {Roofline.DecodeThreads} threads): {bandwidth / 1e9:F1} GB/s");
+            stdout.WriteLine($"model: {lm.Name}, {config.ParameterCount():N0} parameters; greedy, KV cache, prompt {parse.GetValue(prompt)} tokens, {parse.GetValue(tokens)} new tokens per sequence");
+            stdout.WriteLine($"{"variant",-36} {"batch",5} {"tokens/s",9} {"vs base",8} {"MB/step",8} {"bound tok/s",12} {"achieved/bound",15} {"matrices ms",12} {"attention ms",13} {"other ms",9}");
+            double baseline = 0, fusedFp32 = 0;
+            foreach (var row in DecodeBenchmark.Run(config, formatList, batchList, bandwidth, parse.GetValue(tokens), parse.GetValue(prompt)))
+            {
+                if (baseline == 0) baseline = row.TokensPerSecond;
+                if (row.Variant == "fused, fp32" && row.Batch == 1) fusedFp32 = row.TokensPerSecond;
+                stdout.WriteLine($"{row.Variant,-36} {row.Batch,5} {row.TokensPerSecond,9:F1} {row.TokensPerSecond / baseline,7:F2}× {row.WeightBytesPerStep / 1e6,8:F1} {row.BoundTokensPerSecond,12:F1} {row.RatioToBound,15:P1} " +
+                    $"{Show(row.MatrixMs),12} {Show(row.AttentionMs),13} {Show(row.OtherMs),9}");
+            }
+            if (parse.GetValue(peer) is { } peerCommand)
+            {
+                var ours = new List<double>();
+                var theirs = new List<double>();
+                for (int round = 0; round < parse.GetValue(rounds); round++)
+                {
+                    theirs.Add(DecodeBenchmark.RunPeer(peerCommand));
+                    ours.Add(DecodeBenchmark.Run(config, ["fp32"], [1], bandwidth, parse.GetValue(tokens), parse.GetValue(prompt)).Last().TokensPerSecond);
+                }
+                stdout.WriteLine($"peer: {peerCommand}");
+                stdout.WriteLine($"  peer tok/s per round: {string.Join(", ", theirs.Select(t => t.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}; " +
+                    $"ours (fused fp32, batch 1): {string.Join(", ", ours.Select(t => t.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}");
+                stdout.WriteLine($"  ours / peer (median): {Median(ours) / Median(theirs):F2}×");
+            }
+            else if (fusedFp32 > 0)
+            {
+                stdout.WriteLine($"fused fp32 batch 1 = {fusedFp32 / baseline:F2}× the libtorch forward");
+            }
             return 0;
         });
         return command;
+    }
+
+    static string Show(double? ms) => ms is { } v ? v.ToString("F2", System.Globalization.CultureInfo.InvariantCulture) : "-";
+
+    static double Median(List<double> values)
+    {
+        var sorted = values.OrderBy(v => v).ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 }

@@ -13,6 +13,7 @@ public static class CommandCatalog
         yield return TrainCommand.Create();
         yield return ExportCommand.Create();
         yield return ImportCommand.Create();
+        yield return QuantizeCommand.Create();
         yield return InitModelCommand.Create();
         yield return GenerateCommand.Create();
         yield return ServeCommand.Create();

@@ -1,73 +1,126 @@
 using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
 using TorchSharp;
-using VisualChat.Inference;
 using VisualChat.Inference.Generation;
 using VisualChat.Model;
 using static TorchSharp.torch;
 
 namespace VisualChat.Benchmarks;
 
-/// <param name="Variant">What was measured, e.g. "fp32" or "bf16 weights + bf16 compute".</param>
-/// <param name="PrefillMs">Prefill of the prompt plus sampling the first token.</param>
-/// <param name="TokensPerSecond">Batch-1 decode rate after the first token (KV cache on).</param>
-/// <param name="BytesPerToken">Weight bytes read per decoded token: every parameter once, one embedding row for the lookup.</param>
-/// <param name="BoundTokensPerSecond">Copy bandwidth ÷ <paramref name="BytesPerToken"/>: the memory-bandwidth ceiling.</param>
-public sealed record DecodeBenchmarkRow(string Variant, ScalarType DType, int PromptTokens, int DecodedTokens, double PrefillMs,
-    double TokensPerSecond, long BytesPerToken, double BoundTokensPerSecond)
+/// <param name="Variant">What was measured: the path (libtorch forward or fused kernels) and the weight format.</param>
+/// <param name="Batch">Sequences decoded together (each its own KV cache).</param>
+/// <param name="TokensPerSecond">Aggregate tokens/s over all sequences, greedy, after the prefill.</param>
+/// <param name="WeightBytesPerStep">Weight bytes one step reads (every matrix once, one embedding row per sequence).</param>
+/// <param name="BoundTokensPerSecond">Streaming-read bandwidth ÷ bytes per step × batch: no decode can beat it.</param>
+/// <param name="MatrixMs">Per step: time in the weight-reading matrix regions (fused path only).</param>
+/// <param name="AttentionMs">Per step: attention (fused path only).</param>
+/// <param name="OtherMs">Per step: everything else — sampling, norms, bookkeeping (fused path only).</param>
+public sealed record DecodeBenchmarkRow(string Variant, int Batch, double TokensPerSecond, long WeightBytesPerStep,
+    double BoundTokensPerSecond, double? MatrixMs, double? AttentionMs, double? OtherMs)
 {
     public double RatioToBound => TokensPerSecond / BoundTokensPerSecond;
 }
 
 /// <summary>
-/// Batch-1 greedy decoding speed of a randomly initialised LLaMA against the memory-bandwidth bound measured in the
-/// same run: decoding one token reads every weight once, so tokens/s can never exceed bandwidth ÷ weight bytes.
+/// Decode speed of a randomly initialised LLaMA for each weight format and batch size, against the bound measured in the
+/// same run: one step reads every weight once, so aggregate tokens/s ≤ batch × streaming-read bandwidth ÷ weight bytes.
+/// The first row (libtorch's eager forward, fp32, batch 1) is the baseline the others are compared with.
 /// </summary>
 public static class DecodeBenchmark
 {
-    /// <summary>
-    /// Weight bytes one decode step reads: all parameters, except that the input embedding is a one-row lookup; a tied
-    /// matrix is read in full once, as the output head.
-    /// </summary>
-    public static long WeightBytesPerToken(LlamaConfig config, ScalarType dtype)
-    {
-        long elementSize = LlamaConfig.BytesPerElement(DevicePolicy.DTypeName(dtype));
-        long embedding = (long)config.VocabSize * config.HiddenSize;
-        long elements = config.TieWordEmbeddings
-            ? config.ParameterCount() + config.HiddenSize          // the tied matrix is counted once (as lm_head) + the looked-up row
-            : config.ParameterCount() - embedding + config.HiddenSize;
-        return elements * elementSize;
-    }
+    /// <summary>Weight formats the fused kernels read.</summary>
+    public static readonly string[] Formats = ["fp32", "bf16", "q8"];
 
-    /// <param name="bandwidthBytesPerSecond">From <see cref="Roofline.CopyBandwidth"/>, measured by the caller in the same run.</param>
-    public static IEnumerable<DecodeBenchmarkRow> Run(LlamaConfig config, IEnumerable<ScalarType> dtypes, double bandwidthBytesPerSecond,
+    /// <param name="bandwidth">Bytes/s from <see cref="Roofline.StreamingReadBandwidth"/>, measured by the caller in this run.</param>
+    public static IEnumerable<DecodeBenchmarkRow> Run(LlamaConfig config, IReadOnlyList<string> formats, IReadOnlyList<int> batches, double bandwidth,
         int newTokens = 64, int promptTokens = 16, long seed = 0)
     {
-        if (newTokens < 2) throw new ArgumentOutOfRangeException(nameof(newTokens), newTokens, "Decode at least 2 tokens so a rate after the first can be measured.");
-        using var model = new LlamaForCausalLM(config, seed);
-        model.eval();
+        if (newTokens < 2) throw new ArgumentOutOfRangeException(nameof(newTokens), newTokens, "Decode at least 2 tokens so a rate after the prefill can be measured.");
+        foreach (var format in formats) {
+            if (!Formats.Contains(format)) throw new ArgumentException($"Unknown weight format '{format}'; use {string.Join(", ", Formats)}.", nameof(formats));
+        }
         var prompt = Enumerable.Range(0, promptTokens).Select(i => 3 + (i * 7919) % (config.VocabSize - 3)).ToArray();
-        foreach (var dtype in dtypes) {
-            model.to(dtype);
-            // Warm-up: first calls allocate and pick kernels.
-            Measure(model, prompt, Math.Min(4, newTokens));
-            var (prefillMs, rate) = Measure(model, prompt, newTokens);
-            long bytes = WeightBytesPerToken(config, dtype);
-            string variant = dtype == ScalarType.Float32 ? "fp32 weights + fp32 compute" : $"{DevicePolicy.DTypeName(dtype)} weights + {DevicePolicy.DTypeName(dtype)} compute";
-            yield return new DecodeBenchmarkRow(variant, dtype, promptTokens, newTokens, prefillMs, rate, bytes, bandwidthBytesPerSecond / bytes);
+        using var fp32 = new LlamaForCausalLM(config, seed);
+        fp32.eval();
+
+        // Baseline: the libtorch forward, one sequence.
+        fp32.FusedDecode = false;
+        Measure(fp32, prompt, 1, Math.Min(4, newTokens));
+        double baseline = Measure(fp32, prompt, 1, newTokens);
+        fp32.FusedDecode = true;
+        Measure(fp32, prompt, 1, 2);
+        long fp32Bytes = fp32.TakeFusedDecodeProfile(1)!.Value.WeightBytes;
+        yield return new DecodeBenchmarkRow("libtorch forward, fp32 (baseline)", 1, baseline, fp32Bytes, bandwidth / fp32Bytes, null, null, null);
+
+        foreach (var format in formats) {
+            using var model = format switch {
+                "bf16" => Converted(fp32, ScalarType.BFloat16),
+                "q8" => LlamaQuantizer.Quantize(fp32),
+                _ => null,
+            };
+            var target = model ?? fp32;
+            foreach (int batch in batches) {
+                Measure(target, prompt, batch, Math.Min(4, newTokens));
+                target.TakeFusedDecodeProfile(batch);
+                double rate = Measure(target, prompt, batch, newTokens);
+                if (target.FusedDecodeUnavailableReason is { } why) throw new InvalidOperationException($"The {format} model did not decode fused: {why}.");
+                var (split, bytes) = target.TakeFusedDecodeProfile(batch)!.Value;
+                double stepMs = 1000.0 * batch / rate;
+                yield return new DecodeBenchmarkRow($"fused, {format}", batch, rate, bytes, bandwidth / bytes * batch,
+                    split.MatrixMs, split.AttentionMs, stepMs - split.MatrixMs - split.AttentionMs);
+            }
         }
     }
 
-    static (double PrefillMs, double TokensPerSecond) Measure(LlamaForCausalLM model, int[] prompt, int newTokens)
+    static LlamaForCausalLM Converted(LlamaForCausalLM source, ScalarType dtype)
     {
-        var options = new GenerationOptions { MaxNewTokens = newTokens, StopTokenIds = Array.Empty<int>() };
-        var clock = Stopwatch.StartNew();
-        double first = 0, last = 0;
-        int count = 0;
-        TextGenerator.Generate(model, prompt, options, onToken: _ => {
-            double now = clock.Elapsed.TotalSeconds;
-            if (count++ == 0) first = now;
-            last = now;
-        });
-        return (first * 1000, (count - 1) / Math.Max(last - first, 1e-9));
+        var copy = new LlamaForCausalLM(source.Config, seed: null, initialize: false);
+        copy.load_state_dict(source.state_dict());
+        copy.to(dtype);
+        copy.eval();
+        return copy;
+    }
+
+    /// <summary>Prefills <paramref name="batch"/> copies of the prompt, then times <paramref name="newTokens"/> greedy
+    /// steps of all of them together (sampling included); returns aggregate tokens/s.</summary>
+    static double Measure(LlamaForCausalLM model, int[] prompt, int batch, int newTokens)
+    {
+        var engine = new GenerationEngine(model);
+        var options = new GenerationOptions { MaxNewTokens = newTokens + 1, StopTokenIds = [] };
+        var states = Enumerable.Range(0, batch).Select(_ => ((ICausalDecoder)model).CreateState(prompt.Length + newTokens + 2)).ToArray();
+        try {
+            // The prompts differ in their last token so the sequences do not decode in lockstep.
+            foreach (var (state, i) in states.Select((s, i) => (s, i)))
+                engine.Add(new GenerationRequest(state, new DecoderPrompt([.. prompt[..^1], 3 + i]), options));
+            engine.Step();   // the first token comes from the prefill's logits
+            var clock = Stopwatch.StartNew();
+            int tokens = 0;
+            while (engine.Running.Count > 0) {
+                int running = engine.Running.Count;
+                engine.Step();
+                tokens += running;
+            }
+            return tokens / clock.Elapsed.TotalSeconds;
+        } finally {
+            foreach (var s in states) s.Dispose();
+        }
+    }
+
+    /// <summary>Runs <paramref name="command"/> (through /bin/sh) and reads the <c>achieved tok/s: X</c> line it prints,
+    /// as llama2.c's run does.</summary>
+    public static double RunPeer(string command)
+    {
+        var info = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add(command);
+        using var process = Process.Start(info) ?? throw new InvalidOperationException($"Could not start the peer command: {command}");
+        var stderr = process.StandardError.ReadToEndAsync();
+        string output = process.StandardOutput.ReadToEnd() + stderr.Result;
+        process.WaitForExit();
+        var match = Regex.Match(output, @"achieved tok/s:\s*([0-9.]+)");
+        if (!match.Success)
+            throw new InvalidOperationException($"The peer command printed no 'achieved tok/s: X' line (exit code {process.ExitCode}): {command}");
+        return double.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
     }
 }

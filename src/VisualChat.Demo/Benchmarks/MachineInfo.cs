@@ -21,7 +21,7 @@ public sealed record MachineInfo(string Cpu, int LogicalCores, int TorchThreads,
                 else if (flags.Length == 0 && line.StartsWith("flags", StringComparison.Ordinal))
                 {
                     var all = line[(line.IndexOf(':') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries).ToHashSet();
-                    string[] interesting = ["avx", "avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"];
+                    string[] interesting = ["avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"];
                     flags = string.Join(' ', interesting.Where(all.Contains));
                 }
             }

@@ -1,4 +1,5 @@
 using TorchSharp;
+using VisualChat.Weights;
 using static TorchSharp.torch;
 
 namespace VisualChat.Attention;
@@ -96,6 +97,38 @@ public sealed class KVCache : IDisposable
         Length += pendingLength;
         pendingLength = 0;
     }
+
+    /// <summary>For the fused decode step: reserves the next position of a single-sequence cache that a forward has
+    /// already filled, as one real text token (its keys and values are then written straight into
+    /// <see cref="LayerKeys"/>/<see cref="LayerValues"/>), and returns it; <see cref="EndStep"/> commits it. No tensor is
+    /// created unless the storage has to grow.</summary>
+    internal unsafe long ReserveTextPosition()
+    {
+        if (BatchSize != 1 || keys[0] is null || keyPadding is null || anyPadding)
+            throw new InvalidOperationException("The fused decode step needs a prefilled single-sequence cache without padding.");
+        EnsureCapacity(Length + 1, keys[0]!.device);
+        ((bool*)TensorMemory.Pointer(keyPadding))[Length] = true;
+        if (modality is not null) ((long*)TensorMemory.Pointer(modality))[Length] = (long)TokenModality.Text;
+        pendingLength = 1;
+        return Length;
+    }
+
+    /// <summary>Whether <see cref="ReserveTextPosition"/> applies: one prefilled sequence, no padding, contiguous CPU storage.</summary>
+    internal bool SupportsFusedDecode
+    {
+        get {
+            if (BatchSize != 1 || anyPadding || keyPadding is null || pendingLength != 0) return false;
+            for (int i = 0; i < keys.Length; i++)
+                if (keys[i] is not { } k || !TensorMemory.IsAddressable(k) || !TensorMemory.IsAddressable(values[i]!)) return false;
+            return true;
+        }
+    }
+
+    /// <summary>[1, kvHeads, Capacity, headDim] storage of a layer's keys (null before the first forward).</summary>
+    internal Tensor? LayerKeys(int layer) => keys[layer];
+    internal Tensor? LayerValues(int layer) => values[layer];
+    /// <summary>[1, Capacity] modality storage, or null when the cache is untagged.</summary>
+    internal Tensor? ModalityStorage => modality;
 
     /// <summary>Forgets positions from <paramref name="length"/> on (e.g. to re-run a turn). Storage is kept.</summary>
     public void Crop(long length)

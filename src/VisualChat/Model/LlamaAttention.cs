@@ -22,10 +22,10 @@ internal sealed class LlamaAttention : nn.Module<Tensor, DecoderLayerContext, Te
         numHeads = config.NumAttentionHeads;
         numKeyValueHeads = config.KeyValueHeads;
         headDim = config.HeadDim;
-        q_proj = LlamaLinear.Create(config.HiddenSize, numHeads * headDim, config.AttentionBias, initialize);
-        k_proj = LlamaLinear.Create(config.HiddenSize, numKeyValueHeads * headDim, config.AttentionBias, initialize);
-        v_proj = LlamaLinear.Create(config.HiddenSize, numKeyValueHeads * headDim, config.AttentionBias, initialize);
-        o_proj = LlamaLinear.Create(numHeads * headDim, config.HiddenSize, config.AttentionBias, initialize);
+        q_proj = LlamaLinear.Create(config, config.HiddenSize, numHeads * headDim, config.AttentionBias, initialize);
+        k_proj = LlamaLinear.Create(config, config.HiddenSize, numKeyValueHeads * headDim, config.AttentionBias, initialize);
+        v_proj = LlamaLinear.Create(config, config.HiddenSize, numKeyValueHeads * headDim, config.AttentionBias, initialize);
+        o_proj = LlamaLinear.Create(config, numHeads * headDim, config.HiddenSize, config.AttentionBias, initialize);
         RegisterComponents();
     }
 

@@ -18,6 +18,21 @@ public sealed class RopeScalingConfig
     [JsonIgnore] public string Kind => (RopeType ?? Type ?? "default").ToLowerInvariant();
 }
 
+/// <summary>
+/// <c>quantization_config</c> of a folder written by <c>vchat quantize</c>: the decoder's linear layers and lm_head are
+/// <see cref="QuantizedLinear"/> (int8 <c>weight</c> + fp32 <c>weight_scale</c> per block of <see cref="GroupSize"/>
+/// inputs); embeddings and norms keep their float type.
+/// </summary>
+public sealed class QuantizationConfig
+{
+    /// <summary>The one method this project writes.</summary>
+    public const string Q8Method = "vchat_q8";
+
+    [JsonPropertyName("quant_method")] public string QuantMethod { get; set; } = Q8Method;
+    [JsonPropertyName("bits")] public int Bits { get; set; } = 8;
+    [JsonPropertyName("group_size")] public int GroupSize { get; set; } = Kernels.Q8.BlockSize;
+}
+
 /// <summary>The fields of a HF <c>LlamaForCausalLM</c> config.json this implementation uses.</summary>
 public sealed class LlamaConfig
 {
@@ -46,6 +61,8 @@ public sealed class LlamaConfig
     /// <summary>transformers &lt; 4.56 writes torch_dtype, newer ones write dtype.</summary>
     [JsonPropertyName("torch_dtype")] public string? TorchDtype { get; set; }
     [JsonPropertyName("dtype")] public string? Dtype { get; set; }
+    /// <summary>Set in folders written by <c>vchat quantize</c>; null for float checkpoints.</summary>
+    [JsonPropertyName("quantization_config")] public QuantizationConfig? Quantization { get; set; }
 
     [JsonIgnore] public int KeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
     [JsonIgnore] public int HeadDim => HeadDimOverride ?? HiddenSize / NumAttentionHeads;
@@ -115,6 +132,13 @@ public sealed class LlamaConfig
                 Require(s.LowFreqFactor is > 0 && s.HighFreqFactor is > 0 && s.OriginalMaxPositionEmbeddings is > 0 && s.HighFreqFactor != s.LowFreqFactor,
                     "rope_scaling llama3 needs low_freq_factor, high_freq_factor (different, positive) and original_max_position_embeddings.");
             }
+        }
+        if (Quantization is { } q) {
+            Require(q.QuantMethod == QuantizationConfig.Q8Method && q.Bits == 8 && q.GroupSize == Kernels.Q8.BlockSize,
+                $"quantization_config {{quant_method: {q.QuantMethod}, bits: {q.Bits}, group_size: {q.GroupSize}}} is not supported; this build reads {QuantizationConfig.Q8Method}, 8 bits, group_size {Kernels.Q8.BlockSize} (written by vchat quantize).");
+            Require(HiddenSize % q.GroupSize == 0 && IntermediateSize % q.GroupSize == 0 && (NumAttentionHeads * HeadDim) % q.GroupSize == 0,
+                $"quantization_config: hidden_size, intermediate_size and heads × head_dim must be multiples of group_size {q.GroupSize}.");
+            Require(!TieWordEmbeddings, "quantization_config: a quantized model has its own (quantized) lm_head, so tie_word_embeddings must be false.");
         }
         _ = EosTokenIds;
     }

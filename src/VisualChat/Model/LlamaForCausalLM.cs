@@ -13,7 +13,9 @@ namespace VisualChat.Model;
 public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLMOutput>, ICausalLM, ICausalDecoder
 {
     public readonly LlamaModel model;
-    public readonly Linear? lm_head;
+    /// <summary>The untied output head: a <see cref="Linear"/>, or a <see cref="QuantizedLinear"/> in a quantized model;
+    /// null when tied to embed_tokens.</summary>
+    public readonly nn.Module<Tensor, Tensor>? lm_head;
 
     public LlamaConfig Config { get; }
 
@@ -28,7 +30,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLM
     {
         Config = config;
         model = new LlamaModel(config, initialize);
-        if (!config.TieWordEmbeddings) lm_head = LlamaLinear.Create(config.HiddenSize, config.VocabSize, hasBias: false, initialize);
+        if (!config.TieWordEmbeddings) lm_head = LlamaLinear.Create(config, config.HiddenSize, config.VocabSize, hasBias: false, initialize);
         RegisterComponents();
         if (initialize) InitializeWeights(seed);
     }
@@ -53,7 +55,8 @@ public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLM
         using var source = TensorFiles.Open(folder);
         var model = new LlamaForCausalLM(config, seed: null, initialize: false);
         try {
-            if (compute != ScalarType.Float32) model.to(compute);
+            // A quantized model computes in fp32 around its int8 weights.
+            if (compute != ScalarType.Float32 && !model.IsQuantized) model.to(compute);
             if (device.type != DeviceType.CPU) model.to(device);
             var options = new LoadOptions {
                 IgnoreUnexpected = config.TieWordEmbeddings ? new HashSet<string> { "lm_head.weight" } : null,
@@ -120,7 +123,14 @@ public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLM
     }
 
     /// <summary>[vocab, hidden]: lm_head's weight, or embed_tokens' when tied.</summary>
-    public Tensor OutputEmbeddingWeight => lm_head?.weight ?? model.embed_tokens.weight!;
+    public Tensor OutputEmbeddingWeight => lm_head switch {
+        null => model.embed_tokens.weight!,
+        Linear linear => linear.weight!,
+        _ => throw new InvalidOperationException("This model's lm_head is quantized (q8): it has no float weight to train, merge or save in another dtype; work from the float folder it was quantized from."),
+    };
+
+    /// <summary>True when the decoder's projections and lm_head are q8 (<see cref="LlamaConfig.Quantization"/>).</summary>
+    public bool IsQuantized => Config.Quantization is not null;
 
     public override CausalLMOutput forward(CausalLMInput input)
     {
@@ -128,7 +138,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLM
         var decoded = model.forward(input);
         var hidden = decoded.LastHiddenState;
         var head = input.LastTokenLogitsOnly ? hidden.narrow(1, hidden.shape[1] - 1, 1) : hidden;
-        var logits = nn.functional.linear(head, OutputEmbeddingWeight);
+        var logits = lm_head is QuantizedLinear quantized ? quantized.forward(head) : nn.functional.linear(head, OutputEmbeddingWeight);
         return new CausalLMOutput(
             logits.MoveToOuterDisposeScope(),
             input.OutputHiddenStates ? hidden.MoveToOuterDisposeScope() : null,

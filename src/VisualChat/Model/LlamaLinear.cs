@@ -14,6 +14,14 @@ public static class LlamaLinear
         if (initialize) return nn.Linear(inFeatures, outFeatures, hasBias: hasBias);
         return nn.Linear(new Parameter(empty(outFeatures, inFeatures)), hasBias ? new Parameter(empty(outFeatures)) : null);
     }
+
+    /// <summary>A projection slot of <paramref name="config"/>'s decoder: a <see cref="QuantizedLinear"/> in a quantized
+    /// model (its weights are always loaded), else a <see cref="Linear"/>.</summary>
+    public static nn.Module<Tensor, Tensor> Create(LlamaConfig config, long inFeatures, long outFeatures, bool hasBias, bool initialize)
+    {
+        if (config.Quantization is not null) return new QuantizedLinear(inFeatures, outFeatures, hasBias);
+        return Create(inFeatures, outFeatures, hasBias, initialize);
+    }
 }
 
 /// <summary>Weight access for projection slots that hold a plain <see cref="Linear"/> or an adapter wrapping one

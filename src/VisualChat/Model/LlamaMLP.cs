@@ -13,9 +13,9 @@ internal sealed class LlamaMLP : nn.Module<Tensor, Tensor>
 
     public LlamaMLP(LlamaConfig config, bool initialize = true) : base(nameof(LlamaMLP))
     {
-        gate_proj = LlamaLinear.Create(config.HiddenSize, config.IntermediateSize, config.MlpBias, initialize);
-        up_proj = LlamaLinear.Create(config.HiddenSize, config.IntermediateSize, config.MlpBias, initialize);
-        down_proj = LlamaLinear.Create(config.IntermediateSize, config.HiddenSize, config.MlpBias, initialize);
+        gate_proj = LlamaLinear.Create(config, config.HiddenSize, config.IntermediateSize, config.MlpBias, initialize);
+        up_proj = LlamaLinear.Create(config, config.HiddenSize, config.IntermediateSize, config.MlpBias, initialize);
+        down_proj = LlamaLinear.Create(config, config.IntermediateSize, config.HiddenSize, config.MlpBias, initialize);
         RegisterComponents();
     }
 

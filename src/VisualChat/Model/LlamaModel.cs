@@ -14,6 +14,8 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
     readonly LlamaRotaryEmbedding rotary_emb;
 
     public LlamaConfig Config { get; }
+    /// <summary>RoPE's (scaled) inverse frequencies, one per rotated pair, for kernels that rotate on their own.</summary>
+    internal IReadOnlyList<double> RotaryInverseFrequency => rotary_emb.InverseFrequency;
     /// <summary>The attention mode; swap it for multi-modal kernels.</summary>
     public IAttentionKernel AttentionKernel { get; set; } = CausalAttentionKernel.Instance;
     /// <summary>

@@ -86,19 +86,29 @@ public sealed partial class VisualChatModel : ICausalDecoder
     public void Step(IReadOnlyList<DecoderState> states, IReadOnlyList<int> tokens)
     {
         if (states.Count != tokens.Count) throw new ArgumentException($"Step got {states.Count} states but {tokens.Count} tokens.", nameof(tokens));
+        for (int i = 0; i < states.Count; i++) {
+            Conversation(states[i]).RequireSingleSequence("VisualChatModel.Step");
+            if (tokens[i] < 0 || tokens[i] >= EmbeddingRows)
+                throw new ArgumentException($"Token id {tokens[i]} is outside the embedding matrix of {EmbeddingRows} rows.", nameof(tokens));
+        }
+        // Causal and mmca decode text steps in the fused kernels; causal+cross reads each conversation's image memory.
+        if (TryFusedStep(states, tokens)) return;
         var device = lm.model.embed_tokens.weight!.device;
         using var noGrad = no_grad();
         for (int i = 0; i < states.Count; i++) {
             var state = Conversation(states[i]);
-            state.RequireSingleSequence("VisualChatModel.Step");
-            if (tokens[i] < 0 || tokens[i] >= EmbeddingRows)
-                throw new ArgumentException($"Token id {tokens[i]} is outside the embedding matrix of {EmbeddingRows} rows.", nameof(tokens));
             using var scope = NewDisposeScope();
             var step = tensor(new long[] { tokens[i] }, new long[] { 1, 1 }, device: device);
             var logits = RunLanguageModel(Embed(step), null, TextStepModality(device), state.Memory, state.Cache, lastTokenOnly: true);
             state.SetNextLogits(logits.select(1, 0));
             state.AddHistory(0, [tokens[i]]);
         }
+    }
+
+    bool TryFusedStep(IReadOnlyList<DecoderState> states, IReadOnlyList<int> tokens)
+    {
+        if (lm.lm_head is not null && Config.LmVocabSize != lm.Config.VocabSize) return false;
+        return lm.TryFusedStep(states, tokens, Config.LmVocabSize);
     }
 
     static Tensor TextStepModality(Device device) => tensor(new[] { (long)TokenModality.Text }, new long[] { 1, 1 }, device: device);

@@ -110,14 +110,14 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
     {
         foreach (var parameter in lm.parameters()) parameter.requires_grad = false;
         lm.model.embed_tokens.weight!.requires_grad = true;
-        if (Config.TrainLmHead && lm.lm_head is { } head) head.weight!.requires_grad = true;
+        if (Config.TrainLmHead && lm.lm_head is Linear head) head.weight!.requires_grad = true;
         VisionEncoder.Freeze();
         foreach (var parameter in projection.parameters()) parameter.requires_grad = true;
         if (cross_attn is not null) foreach (var parameter in cross_attn.parameters()) parameter.requires_grad = true;
     }
 
     /// <summary>[lm_vocab_size, hidden]: the untied head, or the first rows of the trained embedding matrix.</summary>
-    public Tensor HeadWeight => lm.lm_head?.weight ?? lm.model.embed_tokens.weight!.narrow(0, 0, Config.LmVocabSize);
+    public Tensor HeadWeight => lm.lm_head is null ? lm.model.embed_tokens.weight!.narrow(0, 0, Config.LmVocabSize) : lm.OutputEmbeddingWeight;
 
     /// <summary>Token embeddings [B, L, D] for ids [B, L] (added ids included) from the one trained matrix.</summary>
     public Tensor Embed(Tensor inputIds) => lm.model.embed_tokens.forward(inputIds);

@@ -1,0 +1,258 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace VisualChat.Kernels;
+
+/// <summary>
+/// y[b] = W·x[b] (+ bias) for a band of W's rows and a small batch of vectors: the decode-time matrix-vector product.
+/// Decoding is bound by reading the weights, so each weight row is loaded once for every vector of the batch (a batch of
+/// 8 costs little more than 1), and a q8 row reads a quarter of the bytes of fp32.
+/// </summary>
+/// <remarks>Needs AVX2 and FMA (<see cref="IsSupported"/>); callers keep the libtorch path for other CPUs. The q8 dot
+/// product uses AVX-VNNI's <c>vpdpbusd</c> where present and AVX2's <c>vpmaddubsw</c>/<c>vpmaddwd</c> otherwise (the
+/// same integer sums).</remarks>
+internal static unsafe class MatVec
+{
+    public static bool IsSupported => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>Rows [<paramref name="rowStart"/>, <paramref name="rowEnd"/>) of y[b·yStride + r] = W[r]·x[b] (+ bias[r]),
+    /// added to y when <paramref name="accumulate"/>. F32/BF16 read x[b·xStride …]; Q8 reads the quantized copy
+    /// <paramref name="xq"/>[b·xStride …] and its block scales <paramref name="xScales"/>[b·xStride/32 …].</summary>
+    public static void Multiply(in WeightMatrix w, int rowStart, int rowEnd, float* x, sbyte* xq, float* xScales, int xStride,
+        int batch, float* y, int yStride, bool accumulate)
+    {
+        switch (w.Format) {
+            case WeightFormat.F32:
+                F32(w, rowStart, rowEnd, x, xStride, batch, y, yStride, accumulate);
+                break;
+            case WeightFormat.BF16:
+                BF16(w, rowStart, rowEnd, x, xStride, batch, y, yStride, accumulate);
+                break;
+            default:
+                Q8Rows(w, rowStart, rowEnd, xq, xScales, xStride, batch, y, yStride, accumulate);
+                break;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Store(in WeightMatrix w, int row, float value, float* y, bool accumulate)
+    {
+        if (w.Bias != null) value += w.Bias[row];
+        *y = accumulate ? *y + value : value;
+    }
+
+    /// <summary>Reads 8 consecutive weights as fp32 (F32: a load; BF16: widen and shift).</summary>
+    interface IWeights
+    {
+        static abstract Vector256<float> Load(void* row, int k);
+        static abstract float Scalar(void* row, int k);
+        static abstract int ElementSize { get; }
+    }
+
+    struct F32Weights : IWeights
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load(void* row, int k) => Avx.LoadVector256((float*)row + k);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Scalar(void* row, int k) => ((float*)row)[k];
+        public static int ElementSize => 4;
+    }
+
+    struct BF16Weights : IWeights
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Load(void* row, int k) => LoadBF16((ushort*)row + k);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Scalar(void* row, int k) => BF16ToFloat(((ushort*)row)[k]);
+        public static int ElementSize => 2;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> LoadBF16(ushort* p) =>
+        Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32(Sse2.LoadVector128(p)), 16).AsSingle();
+
+    static void F32(in WeightMatrix w, int rowStart, int rowEnd, float* x, int xStride, int batch, float* y, int yStride, bool accumulate)
+    {
+        if (batch == 1 && Vector512.IsHardwareAccelerated && w.Cols % 16 == 0) F32Wide(w, rowStart, rowEnd, x, y, accumulate);
+        else Float<F32Weights>(w, rowStart, rowEnd, x, xStride, batch, y, yStride, accumulate);
+    }
+
+    static void BF16(in WeightMatrix w, int rowStart, int rowEnd, float* x, int xStride, int batch, float* y, int yStride, bool accumulate) =>
+        Float<BF16Weights>(w, rowStart, rowEnd, x, xStride, batch, y, yStride, accumulate);
+
+    /// <summary>Batch 1 with 64-byte loads: one cache line per row and load, four rows in flight.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void F32Wide(in WeightMatrix w, int rowStart, int rowEnd, float* x, float* y, bool accumulate)
+    {
+        int n = w.Cols;
+        float* data = (float*)w.Data;
+        int r = rowStart;
+        for (; r + 4 <= rowEnd; r += 4) {
+            float* w0 = data + (long)r * n, w1 = w0 + n, w2 = w1 + n, w3 = w2 + n;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int k = 0; k < n; k += 16) {
+                var xv = Vector512.Load(x + k);
+                a0 = Vector512.FusedMultiplyAdd(Vector512.Load(w0 + k), xv, a0);
+                a1 = Vector512.FusedMultiplyAdd(Vector512.Load(w1 + k), xv, a1);
+                a2 = Vector512.FusedMultiplyAdd(Vector512.Load(w2 + k), xv, a2);
+                a3 = Vector512.FusedMultiplyAdd(Vector512.Load(w3 + k), xv, a3);
+            }
+            Store(w, r, Vector512.Sum(a0), y + r, accumulate);
+            Store(w, r + 1, Vector512.Sum(a1), y + r + 1, accumulate);
+            Store(w, r + 2, Vector512.Sum(a2), y + r + 2, accumulate);
+            Store(w, r + 3, Vector512.Sum(a3), y + r + 3, accumulate);
+        }
+        for (; r < rowEnd; r++) {
+            float* row = data + (long)r * n;
+            Vector512<float> a = default;
+            for (int k = 0; k < n; k += 16) a = Vector512.FusedMultiplyAdd(Vector512.Load(row + k), Vector512.Load(x + k), a);
+            Store(w, r, Vector512.Sum(a), y + r, accumulate);
+        }
+    }
+
+    /// <summary>Tiles of 4 rows × 2 vectors (8 accumulators, 6 loads per 8 FMAs): with a batch the product is bound by
+    /// arithmetic, not by the weights, so each loaded weight vector serves two sequences and each x vector four rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Float<T>(in WeightMatrix w, int rowStart, int rowEnd, float* x, int xStride, int batch, float* y, int yStride, bool accumulate)
+        where T : struct, IWeights
+    {
+        int n = w.Cols, vecEnd = n & ~7;
+        byte* data = (byte*)w.Data;
+        long rowBytes = (long)n * T.ElementSize;
+        int r = rowStart;
+        for (; r + 4 <= rowEnd; r += 4) {
+            byte* w0 = data + r * rowBytes, w1 = w0 + rowBytes, w2 = w1 + rowBytes, w3 = w2 + rowBytes;
+            int b = 0;
+            for (; b + 2 <= batch; b += 2) {
+                float* x0 = x + (long)b * xStride, x1 = x0 + xStride;
+                Vector256<float> a00 = default, a01 = default, a10 = default, a11 = default, a20 = default, a21 = default, a30 = default, a31 = default;
+                int k = 0;
+                for (; k < vecEnd; k += 8) {
+                    var xv0 = Avx.LoadVector256(x0 + k);
+                    var xv1 = Avx.LoadVector256(x1 + k);
+                    var wv = T.Load(w0, k);
+                    a00 = Fma.MultiplyAdd(wv, xv0, a00);
+                    a01 = Fma.MultiplyAdd(wv, xv1, a01);
+                    wv = T.Load(w1, k);
+                    a10 = Fma.MultiplyAdd(wv, xv0, a10);
+                    a11 = Fma.MultiplyAdd(wv, xv1, a11);
+                    wv = T.Load(w2, k);
+                    a20 = Fma.MultiplyAdd(wv, xv0, a20);
+                    a21 = Fma.MultiplyAdd(wv, xv1, a21);
+                    wv = T.Load(w3, k);
+                    a30 = Fma.MultiplyAdd(wv, xv0, a30);
+                    a31 = Fma.MultiplyAdd(wv, xv1, a31);
+                }
+                float s00 = Vector256.Sum(a00), s01 = Vector256.Sum(a01), s10 = Vector256.Sum(a10), s11 = Vector256.Sum(a11);
+                float s20 = Vector256.Sum(a20), s21 = Vector256.Sum(a21), s30 = Vector256.Sum(a30), s31 = Vector256.Sum(a31);
+                for (; k < n; k++) {
+                    float v0 = T.Scalar(w0, k), v1 = T.Scalar(w1, k), v2 = T.Scalar(w2, k), v3 = T.Scalar(w3, k);
+                    s00 += v0 * x0[k]; s01 += v0 * x1[k]; s10 += v1 * x0[k]; s11 += v1 * x1[k];
+                    s20 += v2 * x0[k]; s21 += v2 * x1[k]; s30 += v3 * x0[k]; s31 += v3 * x1[k];
+                }
+                float* y0 = y + (long)b * yStride, y1 = y0 + yStride;
+                Store(w, r, s00, y0 + r, accumulate); Store(w, r, s01, y1 + r, accumulate);
+                Store(w, r + 1, s10, y0 + r + 1, accumulate); Store(w, r + 1, s11, y1 + r + 1, accumulate);
+                Store(w, r + 2, s20, y0 + r + 2, accumulate); Store(w, r + 2, s21, y1 + r + 2, accumulate);
+                Store(w, r + 3, s30, y0 + r + 3, accumulate); Store(w, r + 3, s31, y1 + r + 3, accumulate);
+            }
+            if (b < batch) {
+                // The odd vector: four rows against it, four independent chains.
+                float* xb = x + (long)b * xStride;
+                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                int k = 0;
+                for (; k < vecEnd; k += 8) {
+                    var xv = Avx.LoadVector256(xb + k);
+                    a0 = Fma.MultiplyAdd(T.Load(w0, k), xv, a0);
+                    a1 = Fma.MultiplyAdd(T.Load(w1, k), xv, a1);
+                    a2 = Fma.MultiplyAdd(T.Load(w2, k), xv, a2);
+                    a3 = Fma.MultiplyAdd(T.Load(w3, k), xv, a3);
+                }
+                float s0 = Vector256.Sum(a0), s1 = Vector256.Sum(a1), s2 = Vector256.Sum(a2), s3 = Vector256.Sum(a3);
+                for (; k < n; k++) {
+                    s0 += T.Scalar(w0, k) * xb[k]; s1 += T.Scalar(w1, k) * xb[k]; s2 += T.Scalar(w2, k) * xb[k]; s3 += T.Scalar(w3, k) * xb[k];
+                }
+                float* yb = y + (long)b * yStride;
+                Store(w, r, s0, yb + r, accumulate);
+                Store(w, r + 1, s1, yb + r + 1, accumulate);
+                Store(w, r + 2, s2, yb + r + 2, accumulate);
+                Store(w, r + 3, s3, yb + r + 3, accumulate);
+            }
+        }
+        for (; r < rowEnd; r++) {
+            byte* row = data + r * rowBytes;
+            for (int b = 0; b < batch; b++) {
+                float* xb = x + (long)b * xStride;
+                Vector256<float> a = default;
+                int k = 0;
+                for (; k < vecEnd; k += 8) a = Fma.MultiplyAdd(T.Load(row, k), Avx.LoadVector256(xb + k), a);
+                float s = Vector256.Sum(a);
+                for (; k < n; k++) s += T.Scalar(row, k) * xb[k];
+                Store(w, r, s, y + (long)b * yStride + r, accumulate);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float BF16ToFloat(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+
+    /// <summary>Sum over 32 lanes of w·x as eight int32 partial sums. <c>vpmaddubsw</c> multiplies unsigned by signed
+    /// bytes, so |w| carries the magnitude and w's sign moves onto x; both are within ±127, so the int16 pair sums
+    /// (≤ 2·127·127) never saturate.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<int> Dot32(Vector256<sbyte> w, Vector256<sbyte> x)
+    {
+        var magnitude = Avx2.Abs(w);
+        var signedX = Avx2.Sign(x, w);
+        if (AvxVnni.IsSupported) return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, magnitude, signedX);
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitude, signedX), Vector256<short>.One);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Q8Rows(in WeightMatrix w, int rowStart, int rowEnd, sbyte* xq, float* xScales, int xStride, int batch, float* y, int yStride, bool accumulate)
+    {
+        int n = w.Cols, blocks = n / Q8.BlockSize, scaleStride = xStride / Q8.BlockSize;
+        sbyte* data = (sbyte*)w.Data;
+        int r = rowStart;
+        if (batch == 1) {
+            // Four rows share each loaded block of x and its scale: four independent accumulator chains.
+            for (; r + 4 <= rowEnd; r += 4) {
+                sbyte* w0 = data + (long)r * n, w1 = w0 + n, w2 = w1 + n, w3 = w2 + n;
+                float* s0 = w.Scales + (long)r * blocks, s1 = s0 + blocks, s2 = s1 + blocks, s3 = s2 + blocks;
+                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                for (int k = 0; k < blocks; k++) {
+                    int offset = k * Q8.BlockSize;
+                    var xv = Avx.LoadVector256(xq + offset);
+                    var xs = Vector256.Create(xScales[k]);
+                    var d0 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(w0 + offset), xv));
+                    var d1 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(w1 + offset), xv));
+                    var d2 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(w2 + offset), xv));
+                    var d3 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(w3 + offset), xv));
+                    a0 = Fma.MultiplyAdd(d0, Avx.Multiply(Vector256.Create(s0[k]), xs), a0);
+                    a1 = Fma.MultiplyAdd(d1, Avx.Multiply(Vector256.Create(s1[k]), xs), a1);
+                    a2 = Fma.MultiplyAdd(d2, Avx.Multiply(Vector256.Create(s2[k]), xs), a2);
+                    a3 = Fma.MultiplyAdd(d3, Avx.Multiply(Vector256.Create(s3[k]), xs), a3);
+                }
+                Store(w, r, Vector256.Sum(a0), y + r, accumulate);
+                Store(w, r + 1, Vector256.Sum(a1), y + r + 1, accumulate);
+                Store(w, r + 2, Vector256.Sum(a2), y + r + 2, accumulate);
+                Store(w, r + 3, Vector256.Sum(a3), y + r + 3, accumulate);
+            }
+        }
+        for (; r < rowEnd; r++) {
+            sbyte* row = data + (long)r * n;
+            float* rowScales = w.Scales + (long)r * blocks;
+            for (int b = 0; b < batch; b++) {
+                sbyte* xb = xq + (long)b * xStride;
+                float* xs = xScales + (long)b * scaleStride;
+                Vector256<float> a = default;
+                for (int k = 0; k < blocks; k++) {
+                    var dot = Dot32(Avx.LoadVector256(row + k * Q8.BlockSize), Avx.LoadVector256(xb + k * Q8.BlockSize));
+                    a = Fma.MultiplyAdd(Avx.ConvertToVector256Single(dot), Vector256.Create(rowScales[k] * xs[k]), a);
+                }
+                Store(w, r, Vector256.Sum(a), y + (long)b * yStride + r, accumulate);
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using static TorchSharp.torch;
+
+namespace VisualChat.Weights;
+
+/// <summary>Raw access to a CPU tensor's storage for kernels that read or write it in place (no copy).</summary>
+internal static unsafe class TensorMemory
+{
+    /// <summary>The address of <paramref name="tensor"/>'s first element; valid while the tensor lives and is not
+    /// resized. The tensor must be a contiguous CPU tensor.</summary>
+    public static void* Pointer(Tensor tensor) => Unsafe.AsPointer(ref MemoryMarshal.GetReference(tensor.bytes));
+
+    /// <summary>True for a contiguous CPU tensor, whose elements <see cref="Pointer"/> can address.</summary>
+    public static bool IsAddressable(Tensor tensor) => tensor.device_type == TorchSharp.DeviceType.CPU && tensor.is_contiguous();
+}

@@ -1,0 +1,221 @@
+using TorchSharp;
+using VisualChat.Model;
+using VisualChat.Tests.Model;
+using static TorchSharp.torch;
+
+namespace VisualChat.Tests.Generation;
+
+/// <summary>The fused C# decode step (LlamaStepDecoder) against the libtorch forward it replaces: same logits up to
+/// summation order for batched sequences of different lengths, every attention mode it takes, bf16 weights and caches.</summary>
+public class FusedDecodeTests
+{
+    static LlamaForCausalLM Llama(bool tied, bool bias)
+    {
+        var config = LlamaTestModels.Tiny(tied, attentionBias: bias);
+        config.MaxPositionEmbeddings = 64;
+        var model = new LlamaForCausalLM(config, seed: 11);
+        model.eval();
+        return model;
+    }
+
+    static readonly int[][] Prompts = [[1, 5, 9, 3, 17], [1, 7], [1, 40, 41, 42, 43, 44, 45, 46, 47]];
+    static readonly int[][] Fed = [[12, 30, 2, 99, 5, 6], [8, 8, 8, 120, 1, 0], [64, 3, 77, 21, 9, 10]];
+
+    /// <summary>Prefills each prompt, then feeds the tokens of <see cref="Fed"/> one step at a time to all sequences
+    /// together; returns every step's logits per sequence.</summary>
+    static List<float[][]> Decode(ICausalDecoder decoder, Func<int, DecoderPrompt> prompt)
+    {
+        var states = Prompts.Select((_, i) => {
+            var state = decoder.CreateState(4);   // small: the steps grow the cache
+            decoder.Prefill(state, prompt(i));
+            return state;
+        }).ToArray();
+        var steps = new List<float[][]>();
+        try {
+            for (int t = 0; t < Fed[0].Length; t++) {
+                decoder.Step(states, states.Select((_, i) => Fed[i][t]).ToArray());
+                steps.Add(states.Select(s => s.NextLogits!.to(ScalarType.Float32).data<float>().ToArray()).ToArray());
+            }
+        } finally {
+            foreach (var s in states) s.Dispose();
+        }
+        return steps;
+    }
+
+    static float MaxDiff(List<float[][]> a, List<float[][]> b) =>
+        a.Zip(b).SelectMany(p => p.First.Zip(p.Second)).SelectMany(r => r.First.Zip(r.Second)).Max(v => Math.Abs(v.First - v.Second));
+
+    static float MaxAbs(List<float[][]> a) => a.SelectMany(s => s).SelectMany(r => r).Max(Math.Abs);
+
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public void LlamaFusedStepsEqualTheForward(bool tied, bool bias)
+    {
+        using var model = Llama(tied, bias);
+        DecoderPrompt Prompt(int i) => new(Prompts[i]);
+        model.FusedDecode = false;
+        var reference = Decode(model, Prompt);
+        Assert.Equal("FusedDecode is off", model.FusedDecodeUnavailableReason);
+        model.FusedDecode = true;
+        var fused = Decode(model, Prompt);
+        Assert.Null(model.FusedDecodeUnavailableReason);
+        Assert.True(MaxAbs(reference) > 0.1f, "the logits are not trivially small");
+        Assert.True(MaxDiff(reference, fused) < 2e-5f, $"fused vs forward: {MaxDiff(reference, fused)}");
+    }
+
+    [Fact]
+    public void BF16WeightsDecodeAsTheirFp32Values()
+    {
+        // The same weight values in fp32 and bf16: the fused step computes in fp32 either way, so the bf16 kernel must
+        // give the fp32 result up to summation order (caches prefilled by the fp32 model).
+        using var model32 = Llama(tied: false, bias: false);
+        using (no_grad()) {
+            foreach (var (_, p) in model32.named_parameters()) p.copy_(p.to(ScalarType.BFloat16).to(ScalarType.Float32));
+        }
+        using var model16 = Llama(tied: false, bias: false);
+        model16.load_state_dict(model32.state_dict());
+        model16.to(ScalarType.BFloat16);
+        model32.FusedDecode = false;
+        var reference = Decode(model32, i => new DecoderPrompt(Prompts[i]));
+        var states = Prompts.Select(p => {
+            var s = ((ICausalDecoder)model32).CreateState(4);
+            model32.Prefill(s, new DecoderPrompt(p));
+            return s;
+        }).ToArray();
+        try {
+            for (int t = 0; t < Fed[0].Length; t++) {
+                model16.Step(states, states.Select((_, i) => Fed[i][t]).ToArray());
+                Assert.Null(model16.FusedDecodeUnavailableReason);
+                for (int i = 0; i < states.Length; i++) {
+                    var got = states[i].NextLogits!.data<float>().ToArray();
+                    float diff = got.Zip(reference[t][i]).Max(v => Math.Abs(v.First - v.Second));
+                    Assert.True(diff < 2e-5f, $"step {t}, sequence {i}: {diff}");
+                }
+            }
+        } finally {
+            foreach (var s in states) s.Dispose();
+        }
+    }
+
+    [Fact]
+    public void BF16CachesFollowTheBF16Forward()
+    {
+        using var model = Llama(tied: true, bias: false);
+        model.to(ScalarType.BFloat16);
+        model.FusedDecode = false;
+        var reference = Decode(model, i => new DecoderPrompt(Prompts[i]));
+        model.FusedDecode = true;
+        var fused = Decode(model, i => new DecoderPrompt(Prompts[i]));
+        Assert.Null(model.FusedDecodeUnavailableReason);
+        // libtorch rounds every bf16 activation, the fused step only the cached keys and values.
+        Assert.True(MaxDiff(reference, fused) < 0.05f * MaxAbs(reference), $"{MaxDiff(reference, fused)} vs scale {MaxAbs(reference)}");
+    }
+
+    [Theory]
+    [InlineData(AttentionMode.Mmca)]
+    [InlineData(AttentionMode.Causal)]
+    public void VisualChatFusedStepsEqualTheForward(AttentionMode mode)
+    {
+        using var model = VisualChatPresets.Create(VisualChatPresets.Tiny, 3, mode);
+        model.eval();
+        var lm = model.lm;
+        int img = model.Config.ImageTokenId;
+        // Images at different places, so text steps read them through mmca's second softmax.
+        int[][] prompts = [[1, 50, img, 51, img, 52], [1, img, 53], [1, 54, 55, 56, img]];
+        int[] imagesPer = [2, 1, 1];
+        DecoderPrompt Prompt(int i) => new(prompts[i], stack(Enumerable.Range(0, imagesPer[i])
+            .Select(k => full(new long[] { 3, 32, 32 }, 0.2f * (k + i) - 0.4f)).ToArray()));
+        lm.FusedDecode = false;
+        var reference = Decode(model, Prompt);
+        lm.FusedDecode = true;
+        var fused = Decode(model, Prompt);
+        Assert.Null(lm.FusedDecodeUnavailableReason);
+        Assert.True(MaxDiff(reference, fused) < 2e-5f, $"fused vs forward: {MaxDiff(reference, fused)}");
+    }
+
+    [Fact]
+    public void CausalCrossDecodesThroughTheForwardAndSaysWhy()
+    {
+        using var model = VisualChatPresets.Create(VisualChatPresets.Tiny, 3, AttentionMode.CausalCross);
+        model.eval();
+        using var state = ((ICausalDecoder)model).CreateState();
+        model.Prefill(state, new DecoderPrompt([1, model.Config.ImageTokenId, 5], full(new long[] { 1, 3, 32, 32 }, 0.1f)));
+        model.Step([state], [7]);
+        Assert.Contains("CausalCrossAttentionKernel", model.lm.FusedDecodeUnavailableReason);
+    }
+
+    static float MaxDiffPerStep(List<float[][]> a, List<float[][]> b, int step) =>
+        a[step].Zip(b[step]).SelectMany(r => r.First.Zip(r.Second)).Max(v => Math.Abs(v.First - v.Second));
+
+    [Fact]
+    public void Q8StepsStayCloseToFp32AndPickTheSameTokens()
+    {
+        using var fp32 = Llama(tied: true, bias: false);
+        using var q8 = LlamaQuantizer.Quantize(fp32);
+        Assert.True(q8.IsQuantized);
+        Assert.IsType<QuantizedLinear>(q8.lm_head);
+        fp32.FusedDecode = false;
+        var reference = Decode(fp32, i => new DecoderPrompt(Prompts[i]));
+        var fused = Decode(q8, i => new DecoderPrompt(Prompts[i]));
+        Assert.Null(q8.FusedDecodeUnavailableReason);
+        // Weights and activations both rounded to 8 bits per 32-value block: a few percent of the logit scale.
+        float scale = MaxAbs(reference);
+        for (int t = 0; t < reference.Count; t++)
+            Assert.True(MaxDiffPerStep(reference, fused, t) < 0.05f * scale, $"step {t}: {MaxDiffPerStep(reference, fused, t)} vs scale {scale}");
+        // The libtorch path of the q8 model (dequantized weights, fp32 activations) sits between the two.
+        q8.FusedDecode = false;
+        var dequantized = Decode(q8, i => new DecoderPrompt(Prompts[i]));
+        Assert.True(MaxDiff(dequantized, fused) < 0.03f * scale, $"q8 fused vs q8 forward: {MaxDiff(dequantized, fused)}");
+
+        // Greedy generation: the same tokens as fp32 for 8 steps on this model.
+        q8.FusedDecode = true;
+        fp32.FusedDecode = true;
+        var options = new VisualChat.Inference.Generation.GenerationOptions { MaxNewTokens = 8, StopTokenIds = [] };
+        var expected = VisualChat.Inference.Generation.TextGenerator.Generate(fp32, Prompts[0], options).TokenIds;
+        var actual = VisualChat.Inference.Generation.TextGenerator.Generate(q8, Prompts[0], options).TokenIds;
+        Assert.Equal(expected, actual);
+    }
+
+    [Fact]
+    public void QuantizedFolderLoadsAsTheInMemoryQuantization()
+    {
+        using var source = new TempFolder();
+        using var output = new TempFolder();
+        using var fp32 = Llama(tied: false, bias: false);
+        fp32.SavePretrained(source.Path);
+        var report = LlamaQuantizer.Quantize(source.Path, output.Path);
+        Assert.Equal(2 * 7 + 1, report.QuantizedMatrices);
+        Assert.True(report.OutputWeightBytes < report.SourceWeightBytes / 2, $"{report.OutputWeightBytes} vs {report.SourceWeightBytes}");
+        Assert.Contains("\"quant_method\": \"vchat_q8\"", File.ReadAllText(Path.Combine(output.Path, "config.json")));
+        using var loaded = LlamaForCausalLM.FromPretrained(output.Path);
+        using var inMemory = LlamaQuantizer.Quantize(fp32);
+        var expected = inMemory.state_dict();
+        foreach (var (name, tensor) in loaded.state_dict())
+            Assert.True(tensor.equal(expected[name]).all().item<bool>(), $"{name} differs after the round trip");
+        Assert.Equal(ScalarType.Int8, loaded.state_dict()["model.layers.0.self_attn.q_proj.weight"].dtype);
+        var again = Assert.Throws<InvalidDataException>(() => LlamaQuantizer.Quantize(output.Path, source.Path + "-again"));
+        Assert.Contains("already quantized", again.Message);
+    }
+
+    [Fact]
+    public void Q8BlocksRoundTripWithinHalfAStep()
+    {
+        var values = Enumerable.Range(0, 64).Select(i => MathF.Sin(i * 0.7f) * (i < 32 ? 0.01f : 3f)).ToArray();
+        var q = new sbyte[64];
+        var scales = new float[2];
+        var back = new float[64];
+        unsafe {
+            fixed (float* x = values) fixed (sbyte* qp = q) fixed (float* sp = scales) fixed (float* b = back) {
+                VisualChat.Kernels.Q8.Quantize(x, 64, qp, sp);
+                VisualChat.Kernels.Q8.Dequantize(qp, sp, 64, b);
+            }
+        }
+        // Each block has its own scale: max|x| / 127, so the small block keeps its precision next to the large one.
+        Assert.Equal(values.Take(32).Max(MathF.Abs) / 127f, scales[0], 1e-9f);
+        Assert.Equal(values.Skip(32).Max(MathF.Abs) / 127f, scales[1], 1e-6f);
+        for (int i = 0; i < 64; i++) Assert.True(Math.Abs(values[i] - back[i]) <= scales[i / 32] / 2 + 1e-9f, $"value {i}");
+        Assert.Contains(q, v => v == 127 || v == -127);
+    }
+}
