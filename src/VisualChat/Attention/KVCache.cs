@@ -113,6 +113,20 @@ public sealed class KVCache : IDisposable
         return Length;
     }
 
+    /// <summary>For the fused decode step on an empty cache: allocates every layer's [1, kvHeads, Capacity, headDim]
+    /// storage (and the key padding) as a first forward would, so a prompt can be fed token by token.</summary>
+    internal void EnsureDecodeStorage(long kvHeads, long headDim, ScalarType dtype, Device device)
+    {
+        if (Length > 0 || keys[0] is not null) return;
+        if (BatchSize >= 0 && BatchSize != 1) throw new InvalidOperationException($"KV cache holds batch size {BatchSize}; the fused decode step takes one sequence.");
+        BatchSize = 1;
+        for (int i = 0; i < keys.Length; i++) {
+            keys[i] = zeros(new[] { 1, kvHeads, Capacity, headDim }, dtype: dtype, device: device).DetachFromDisposeScope();
+            values[i] = zeros(new[] { 1, kvHeads, Capacity, headDim }, dtype: dtype, device: device).DetachFromDisposeScope();
+        }
+        keyPadding = ones(1, Capacity, dtype: ScalarType.Bool, device: device).DetachFromDisposeScope();
+    }
+
     /// <summary>Whether <see cref="ReserveTextPosition"/> applies: one prefilled sequence, no padding, contiguous CPU storage.</summary>
     internal bool SupportsFusedDecode
     {

@@ -28,6 +28,7 @@ public sealed partial class LlamaForCausalLM
             }
         }
 
+        if (IsQuantized && prompt.InputsEmbeds is null && prompt.Modality is null && !state.Cache.HasModality && PrefillFused(state, prompt.Ids)) return;
         var device = model.embed_tokens.weight!.device;
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
@@ -60,6 +61,25 @@ public sealed partial class LlamaForCausalLM
             state.SetNextLogits(output.Logits.select(1, 0));
             state.AddHistory(0, [tokens[i]]);
         }
+    }
+
+    /// <summary>A quantized model's prompt goes through the fused step one token at a time: libtorch would have to
+    /// dequantize every matrix for each prefill, which for a 7B model costs more than the prompt's own arithmetic.
+    /// False, with the state untouched, when the fused step does not apply.</summary>
+    bool PrefillFused(DecoderState state, IReadOnlyList<int> ids)
+    {
+        var cache = state.Cache;
+        long before = cache.Length;
+        cache.EnsureDecodeStorage(Config.KeyValueHeads, Config.HeadDim, ScalarType.Float32, model.embed_tokens.weight!.device);
+        var single = new DecoderState[] { state };
+        var token = new int[1];
+        for (int i = 0; i < ids.Count; i++) {
+            token[0] = ids[i];
+            if (TryFusedStep(single, token, Config.VocabSize)) continue;
+            if (i == 0 && before == 0) return false;
+            throw new InvalidOperationException($"The fused prefill stopped at token {i}: {FusedDecodeUnavailableReason}.");
+        }
+        return true;
     }
 
     /// <summary>A cache that carries modality (an earlier tagged prefill) gets its new tokens tagged text; untagged

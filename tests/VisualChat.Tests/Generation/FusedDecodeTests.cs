@@ -18,14 +18,15 @@ public class FusedDecodeTests
         return model;
     }
 
-    static readonly int[][] Prompts = [[1, 5, 9, 3, 17], [1, 7], [1, 40, 41, 42, 43, 44, 45, 46, 47]];
-    static readonly int[][] Fed = [[12, 30, 2, 99, 5, 6], [8, 8, 8, 120, 1, 0], [64, 3, 77, 21, 9, 10]];
+    // Five sequences of different lengths: the batched kernels' 4-wide tiles and their remainders both run.
+    static readonly int[][] Prompts = [[1, 5, 9, 3, 17], [1, 7], [1, 40, 41, 42, 43, 44, 45, 46, 47], [1, 2, 3], [1, 90, 91, 92]];
+    static readonly int[][] Fed = [[12, 30, 2, 99, 5, 6], [8, 8, 8, 120, 1, 0], [64, 3, 77, 21, 9, 10], [4, 5, 6, 7, 8, 9], [100, 101, 102, 103, 104, 105]];
 
     /// <summary>Prefills each prompt, then feeds the tokens of <see cref="Fed"/> one step at a time to all sequences
     /// together; returns every step's logits per sequence.</summary>
-    static List<float[][]> Decode(ICausalDecoder decoder, Func<int, DecoderPrompt> prompt)
+    static List<float[][]> Decode(ICausalDecoder decoder, Func<int, DecoderPrompt> prompt, int sequences = 5)
     {
-        var states = Prompts.Select((_, i) => {
+        var states = Enumerable.Range(0, sequences).Select(i => {
             var state = decoder.CreateState(4);   // small: the steps grow the cache
             decoder.Prefill(state, prompt(i));
             return state;
@@ -128,9 +129,9 @@ public class FusedDecodeTests
         DecoderPrompt Prompt(int i) => new(prompts[i], stack(Enumerable.Range(0, imagesPer[i])
             .Select(k => full(new long[] { 3, 32, 32 }, 0.2f * (k + i) - 0.4f)).ToArray()));
         lm.FusedDecode = false;
-        var reference = Decode(model, Prompt);
+        var reference = Decode(model, Prompt, prompts.Length);
         lm.FusedDecode = true;
-        var fused = Decode(model, Prompt);
+        var fused = Decode(model, Prompt, prompts.Length);
         Assert.Null(lm.FusedDecodeUnavailableReason);
         Assert.True(MaxDiff(reference, fused) < 2e-5f, $"fused vs forward: {MaxDiff(reference, fused)}");
     }
