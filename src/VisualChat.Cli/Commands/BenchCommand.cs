@@ -57,8 +57,9 @@ public static class BenchCommand
         var batches = new Option<string>("--batches") { Description = "Comma-separated batch sizes (sequences decoded together).", DefaultValueFactory = _ => "1,8" };
         var peer = new Option<string?>("--peer-cmd") { Description = "A peer decoder's command line that prints 'achieved tok/s: X' (e.g. llama2.c's run); run alternately with ours." };
         var rounds = new Option<int>("--peer-rounds") { Description = "Alternating rounds of the peer and our fp32 batch-1 decode.", DefaultValueFactory = _ => 3 };
+        var repeats = new Option<int>("--repeats") { Description = "Timed runs per row; the fastest is reported.", DefaultValueFactory = _ => 3 };
         var command = new Command("decode", "Decode tokens/s per weight format and batch size vs the streaming-read bound measured in the same run")
-            { preset, tokens, prompt, formats, batches, peer, rounds };
+            { preset, tokens, prompt, formats, batches, peer, rounds, repeats };
         command.SetAction(parse =>
         {
             var stdout = parse.InvocationConfiguration.Output;
@@ -76,7 +77,8 @@ public static class BenchCommand
             stdout.WriteLine($"model: {lm.Name}, {config.ParameterCount():N0} parameters; greedy, KV cache, prompt {parse.GetValue(prompt)} tokens, {parse.GetValue(tokens)} new tokens per sequence");
             stdout.WriteLine($"{"variant",-36} {"batch",5} {"tokens/s",9} {"vs base",8} {"MB/step",8} {"bound tok/s",12} {"achieved/bound",15} {"matrices ms",12} {"attention ms",13} {"other ms",9}");
             double baseline = 0, fusedFp32 = 0;
-            foreach (var row in DecodeBenchmark.Run(config, formatList, batchList, bandwidth, parse.GetValue(tokens), parse.GetValue(prompt)))
+            stdout.WriteLine($"each row: the fastest of {parse.GetValue(repeats)} timed runs");
+            foreach (var row in DecodeBenchmark.Run(config, formatList, batchList, bandwidth, parse.GetValue(tokens), parse.GetValue(prompt), repeats: parse.GetValue(repeats)))
             {
                 if (baseline == 0) baseline = row.TokensPerSecond;
                 if (row.Variant == "fused, fp32" && row.Batch == 1) fusedFp32 = row.TokensPerSecond;
@@ -90,7 +92,7 @@ public static class BenchCommand
                 for (int round = 0; round < parse.GetValue(rounds); round++)
                 {
                     theirs.Add(DecodeBenchmark.RunPeer(peerCommand));
-                    ours.Add(DecodeBenchmark.Run(config, ["fp32"], [1], bandwidth, parse.GetValue(tokens), parse.GetValue(prompt)).Last().TokensPerSecond);
+                    ours.Add(DecodeBenchmark.Run(config, ["fp32"], [1], bandwidth, parse.GetValue(tokens), parse.GetValue(prompt), repeats: 1).Last().TokensPerSecond);
                 }
                 stdout.WriteLine($"peer: {peerCommand}");
                 stdout.WriteLine($"  peer tok/s per round: {string.Join(", ", theirs.Select(t => t.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}; " +

@@ -11,7 +11,7 @@ public class DecodeBenchmarkTests
         config.MaxPositionEmbeddings = 64;
         long perLayer = 64 * 64 + 32 * 64 + 32 * 64 + 64 * 64 + 3 * 96 * 64;
         long matrices = 2 * perLayer + 128 * 64;
-        var rows = DecodeBenchmark.Run(config, ["fp32", "q8"], [1, 2], bandwidth: 1e9, newTokens: 4, promptTokens: 3).ToList();
+        var rows = DecodeBenchmark.Run(config, ["fp32", "q8"], [1, 2], bandwidth: 1e9, newTokens: 4, promptTokens: 3, repeats: 2).ToList();
         Assert.Equal(["libtorch forward, fp32 (baseline)", "fused, fp32", "fused, fp32", "fused, q8", "fused, q8"], rows.Select(r => r.Variant));
         Assert.Equal([1, 1, 2, 1, 2], rows.Select(r => r.Batch));
         // fp32: 4 bytes a weight plus one 64-float embedding row per sequence; q8: 1 byte a weight plus a 4-byte scale per 32.
