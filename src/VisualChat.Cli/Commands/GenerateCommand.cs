@@ -44,7 +44,11 @@ public static class GenerateCommand
                 };
                 options.Validate();
                 string? dtypeName = parse.GetValue(dtype);
+                var loading = Stopwatch.StartNew();
                 var (lm, tokenizer) = LanguageModelFolder.Load(folder, dtype: dtypeName is null ? null : DevicePolicy.ParseDType(dtypeName));
+                // Load time includes the manifest's SHA-256 check of the weights (folders this tool wrote); the weights
+                // themselves are memory-mapped where their stored dtype is the compute dtype, and read on first use.
+                stderr.WriteLine($"[loaded {folder} in {loading.Elapsed.TotalSeconds:F1} s{(lm.IsQuantized ? ", q8 weights" : "")}]");
                 DevicePolicy.ConfigureCpuThreads(lm.Config.ParameterCount());
                 using var _ = lm;
                 var promptIds = tokenizer.Encode(parse.GetValue(prompt)!, addBos: true);

@@ -45,7 +45,10 @@ public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLM
     /// checkpoint never exists twice in memory. Loading is strict: a missing, unexpected or wrongly shaped tensor throws
     /// naming it; only a tied model ignores an <c>lm_head.weight</c> that some exporters still write.
     /// </summary>
-    public static LlamaForCausalLM FromPretrained(string folder, Device? device = null, ScalarType? dtype = null)
+    /// <param name="memoryMap">Tensors stored in the compute dtype (fp32 weights, a q8 model's int8 blocks and scales)
+    /// are used in place from a private memory mapping of the safetensors files rather than copied: loading takes next
+    /// to no time and memory, and the pages are read when first used. False copies every tensor.</param>
+    public static LlamaForCausalLM FromPretrained(string folder, Device? device = null, ScalarType? dtype = null, bool memoryMap = true)
     {
         if (!Directory.Exists(folder))
             throw new DirectoryNotFoundException($"Model folder '{folder}' does not exist; pass a folder holding config.json and the weights.");
@@ -60,6 +63,7 @@ public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLM
             if (device.type != DeviceType.CPU) model.to(device);
             var options = new LoadOptions {
                 IgnoreUnexpected = config.TieWordEmbeddings ? new HashSet<string> { "lm_head.weight" } : null,
+                MemoryMap = memoryMap,
             };
             StateDict.Load(model, source, options);
         } catch {

@@ -22,9 +22,11 @@ public sealed class QuantizedLinear : nn.Module<Tensor, Tensor>
             throw new ArgumentException($"q8 quantization needs input widths that are multiples of {Q8.BlockSize}; this layer has {inFeatures}.", nameof(inFeatures));
         InFeatures = inFeatures;
         OutFeatures = outFeatures;
-        weight = new TorchSharp.Modules.Parameter(zeros(outFeatures, inFeatures, dtype: ScalarType.Int8), requires_grad: false);
-        weight_scale = new TorchSharp.Modules.Parameter(zeros(outFeatures, inFeatures / Q8.BlockSize), requires_grad: false);
-        if (hasBias) bias = new TorchSharp.Modules.Parameter(zeros(outFeatures), requires_grad: false);
+        // Uninitialised: a q8 layer's blocks always come from a checkpoint or from Quantize, and a memory-mapped load
+        // replaces the storage, so writing zeros first would touch gigabytes for nothing.
+        weight = new TorchSharp.Modules.Parameter(empty(outFeatures, inFeatures, dtype: ScalarType.Int8), requires_grad: false);
+        weight_scale = new TorchSharp.Modules.Parameter(empty(outFeatures, inFeatures / Q8.BlockSize), requires_grad: false);
+        if (hasBias) bias = new TorchSharp.Modules.Parameter(empty(outFeatures), requires_grad: false);
         RegisterComponents();
     }
 

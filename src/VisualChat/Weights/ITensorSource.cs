@@ -24,4 +24,11 @@ public interface ITensorSource : IDisposable
     /// <paramref name="dtype"/> and moved to <paramref name="device"/> when given (stored type, CPU otherwise).
     /// </summary>
     torch.Tensor Read(string name, torch.ScalarType? dtype = null, torch.Device? device = null);
+
+    /// <summary>
+    /// The stored tensor as a CPU view over a private memory mapping of its file (nothing is read until used; writes
+    /// copy the touched pages and never reach the file), in its stored dtype; the caller owns the view. Null when this
+    /// source cannot map it (a format without a flat layout, or data not aligned to its element size).
+    /// </summary>
+    torch.Tensor? TryMap(string name) => null;
 }

@@ -199,7 +199,35 @@ public sealed class SafetensorsFile : ITensorSource
         return TensorBytes.ReadContiguous(_handle, _dataStart + begin, entry.DType, entry.Shape, Path, name, dtype, device);
     }
 
-    public void Dispose() => _handle.Dispose();
+    // One flat mapping of the whole file per element type; tensor views share them (libtorch keeps a mapping alive as
+    // long as any view of it lives, after this file is disposed too).
+    private readonly Dictionary<torch.ScalarType, torch.Tensor> _mapped = [];
+
+    public torch.Tensor? TryMap(string name)
+    {
+        ObjectDisposedException.ThrowIf(_handle.IsClosed, this);
+        var (entry, begin, _) = _tensors.TryGetValue(name, out var tensor)
+            ? tensor
+            : throw new KeyNotFoundException($"Tensor '{name}' is not in '{Path}'.");
+        long elementSize = DTypes.ElementSize(entry.DType);
+        long offset = _dataStart + begin;
+        if (offset % elementSize != 0) return null;
+        if (!_mapped.TryGetValue(entry.DType, out var flat)) {
+            long elements = RandomAccess.GetLength(_handle) / elementSize;
+            flat = torch.from_file(Path, shared: false, size: elements, dtype: entry.DType);
+            _mapped[entry.DType] = flat;
+        }
+        long count = DTypes.NumberOfElements(entry.Shape);
+        using var slice = flat.narrow(0, offset / elementSize, count);
+        return slice.view(entry.Shape);
+    }
+
+    public void Dispose()
+    {
+        foreach (var flat in _mapped.Values) flat.Dispose();
+        _mapped.Clear();
+        _handle.Dispose();
+    }
 
     private static void ReadExactly(SafeFileHandle handle, Span<byte> buffer, long offset, string path)
     {

@@ -106,6 +106,8 @@ internal sealed class ShardedSource : ITensorSource
             ? shard.Read(name, dtype, device)
             : throw new KeyNotFoundException($"Tensor '{name}' is not in the sharded checkpoint '{_indexPath}'.");
 
+    public torch.Tensor? TryMap(string name) => _shardOf.TryGetValue(name, out var shard) ? shard.TryMap(name) : null;
+
     public void Dispose()
     {
         foreach (var shard in _shards)

@@ -18,6 +18,11 @@ public sealed record LoadOptions
 
     /// <summary>Checkpoint tensors for which this returns true may stay unused (e.g. a prefix of another sub-model).</summary>
     public Func<string, bool>? IgnoreUnexpectedWhere { get; init; }
+
+    /// <summary>When true, a CPU module tensor whose dtype equals the stored one takes the checkpoint's storage through a
+    /// private memory mapping (<see cref="ITensorSource.TryMap"/>) instead of a copy: loading reads nothing up front and
+    /// the weights occupy the page cache once. Others are copied as usual.</summary>
+    public bool MemoryMap { get; init; }
 }
 
 /// <summary>What a load did: module tensors loaded and missing, and checkpoint tensors nothing used (checkpoint names).</summary>
@@ -90,6 +95,17 @@ public static class StateDict
             {
                 // Read in the stored type on the CPU; copy_ converts straight into the parameter, so at most one
                 // tensor-sized temporary exists at a time.
+                if (options.MemoryMap && target.device_type == DeviceType.CPU && source.Describe(checkpointName).DType == target.dtype
+                    && source.TryMap(checkpointName) is { } mapped)
+                {
+                    using (mapped)
+                    {
+                        target.set_(mapped);
+                        if (torch.is_floating_point(mapped) && !mapped.isfinite().all().item<bool>())
+                            nonFinite.Add(checkpointName);
+                    }
+                    continue;
+                }
                 using var loaded = source.Read(checkpointName);
                 target.copy_(loaded);
                 if (torch.is_floating_point(loaded) && !loaded.isfinite().all().item<bool>())
