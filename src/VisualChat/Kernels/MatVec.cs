@@ -307,28 +307,25 @@ internal static unsafe class MatVec
         sbyte* data = (sbyte*)w.Data;
         int r = rowStart;
         if (batch == 1) {
-            // Four rows share each loaded block of x and its scale: four independent accumulator chains.
-            for (; r + 4 <= rowEnd; r += 4) {
-                sbyte* w0 = data + (long)r * n, w1 = w0 + n, w2 = w1 + n, w3 = w2 + n;
-                float* s0 = w.Scales + (long)r * blocks, s1 = s0 + blocks, s2 = s1 + blocks, s3 = s2 + blocks;
-                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                for (int k = 0; k < blocks; k++) {
+            // One row at a time, two blocks per iteration: the weights are read as one sequential stream (as in the
+            // fp32 kernel, this is what the prefetcher follows best) while x and its scales stay in L1.
+            for (; r < rowEnd; r++) {
+                sbyte* row = data + (long)r * n;
+                float* rowScales = w.Scales + (long)r * blocks;
+                Vector256<float> a0 = default, a1 = default;
+                int k = 0;
+                for (; k + 2 <= blocks; k += 2) {
                     int offset = k * Q8.BlockSize;
-                    var xv = Avx.LoadVector256(xq + offset);
-                    var xs = Vector256.Create(xScales[k]);
-                    var d0 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(w0 + offset), xv));
-                    var d1 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(w1 + offset), xv));
-                    var d2 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(w2 + offset), xv));
-                    var d3 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(w3 + offset), xv));
-                    a0 = Fma.MultiplyAdd(d0, Avx.Multiply(Vector256.Create(s0[k]), xs), a0);
-                    a1 = Fma.MultiplyAdd(d1, Avx.Multiply(Vector256.Create(s1[k]), xs), a1);
-                    a2 = Fma.MultiplyAdd(d2, Avx.Multiply(Vector256.Create(s2[k]), xs), a2);
-                    a3 = Fma.MultiplyAdd(d3, Avx.Multiply(Vector256.Create(s3[k]), xs), a3);
+                    var d0 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(row + offset), Avx.LoadVector256(xq + offset)));
+                    var d1 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(row + offset + Q8.BlockSize), Avx.LoadVector256(xq + offset + Q8.BlockSize)));
+                    a0 = Fma.MultiplyAdd(d0, Vector256.Create(rowScales[k] * xScales[k]), a0);
+                    a1 = Fma.MultiplyAdd(d1, Vector256.Create(rowScales[k + 1] * xScales[k + 1]), a1);
                 }
-                Store(w, r, Vector256.Sum(a0), y + r, accumulate);
-                Store(w, r + 1, Vector256.Sum(a1), y + r + 1, accumulate);
-                Store(w, r + 2, Vector256.Sum(a2), y + r + 2, accumulate);
-                Store(w, r + 3, Vector256.Sum(a3), y + r + 3, accumulate);
+                if (k < blocks) {
+                    var d = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(row + k * Q8.BlockSize), Avx.LoadVector256(xq + k * Q8.BlockSize)));
+                    a0 = Fma.MultiplyAdd(d, Vector256.Create(rowScales[k] * xScales[k]), a0);
+                }
+                Store(w, r, Vector256.Sum(a0 + a1), y + r, accumulate);
             }
         }
         for (; r < rowEnd; r++) {
