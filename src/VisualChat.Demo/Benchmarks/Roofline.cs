@@ -14,6 +14,16 @@ public static class Roofline
     /// last-level cache): the bound of decoding, which reads every weight once per step.</summary>
     public static double StreamingReadBandwidth(long bytes = 1L << 30) => Kernels.StreamingRead.Bandwidth(bytes);
 
+    /// <summary>A reusable reader of the streaming-read bandwidth (its 1 GiB buffer stays allocated): call it right next
+    /// to each timed run, since a shared host's bandwidth moves between runs.</summary>
+    public static Func<double> StreamingReadProbe(out IDisposable buffer)
+    {
+        var probe = new Kernels.StreamingRead();
+        probe.Measure(1);
+        buffer = probe;
+        return () => probe.Measure();
+    }
+
     /// <summary>Threads of the decode kernels (and of <see cref="StreamingReadBandwidth"/>).</summary>
     public static int DecodeThreads => Kernels.ThreadTeam.Shared.Size;
 

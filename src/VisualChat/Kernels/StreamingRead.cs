@@ -1,5 +1,5 @@
-using System.Runtime.CompilerServices;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -10,30 +10,51 @@ namespace VisualChat.Kernels;
 /// The bandwidth bound of decoding: bytes per second that the decode threads can stream out of memory, measured by
 /// summing a buffer far larger than the last-level cache with the same team and vector loads as the decode kernels. A
 /// copy of a cache-sized buffer (what a copy benchmark measures) reads the cache, not memory, and overstates the bound.
+/// The buffer is kept between readings so a benchmark can read the bandwidth right next to each timed run (on a shared
+/// host it moves from minute to minute).
 /// </summary>
-internal static unsafe class StreamingRead
+internal sealed unsafe class StreamingRead : IDisposable
 {
-    /// <summary>Read-only bytes/s over a <paramref name="bytes"/> buffer, best of <paramref name="repeats"/> passes.</summary>
-    public static double Bandwidth(long bytes = 1L << 30, int repeats = 5, ThreadTeam? team = null)
+    readonly ThreadTeam team;
+    readonly long floats;
+    float* buffer;
+
+    public StreamingRead(long bytes = 1L << 30, ThreadTeam? team = null)
     {
-        team ??= ThreadTeam.Shared;
-        long floats = bytes / sizeof(float) / 64 * 64;
-        float* buffer = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
-        try {
-            // Write every page first (fresh pages are zero) so the passes measure reads, not page faults.
-            for (long i = 0; i < floats; i += 1024) buffer[i] = 1;
-            var pass = new SumPass(buffer, floats, team.Size);
-            double best = double.MaxValue;
-            for (int r = 0; r < repeats + 1; r++) {
-                var clock = Stopwatch.StartNew();
-                team.Run(pass);
-                if (r > 0) best = Math.Min(best, clock.Elapsed.TotalSeconds);
-            }
-            GC.KeepAlive(pass.Checksum);
-            return floats * sizeof(float) / best;
-        } finally {
-            NativeMemory.AlignedFree(buffer);
+        this.team = team ?? ThreadTeam.Shared;
+        floats = bytes / sizeof(float) / 64 * 64;
+        buffer = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
+        // Write every page first (fresh pages are zero) so readings measure reads, not page faults.
+        for (long i = 0; i < floats; i += 1024) buffer[i] = 1;
+    }
+
+    /// <summary>Read-only bytes/s, best of <paramref name="passes"/> passes over the buffer.</summary>
+    public double Measure(int passes = 3)
+    {
+        ObjectDisposedException.ThrowIf(buffer is null, this);
+        var pass = new SumPass(buffer, floats, team.Size);
+        double best = double.MaxValue;
+        for (int r = 0; r < passes; r++) {
+            var clock = Stopwatch.StartNew();
+            team.Run(pass);
+            best = Math.Min(best, clock.Elapsed.TotalSeconds);
         }
+        GC.KeepAlive(pass.Checksum);
+        return floats * sizeof(float) / best;
+    }
+
+    /// <summary>One reading with a buffer of <paramref name="bytes"/> (allocated and freed here).</summary>
+    public static double Bandwidth(long bytes = 1L << 30, int passes = 5)
+    {
+        using var probe = new StreamingRead(bytes);
+        probe.Measure(1);
+        return probe.Measure(passes);
+    }
+
+    public void Dispose()
+    {
+        NativeMemory.AlignedFree(buffer);
+        buffer = null;
     }
 
     sealed class SumPass(float* buffer, long count, int members) : ITeamWork
