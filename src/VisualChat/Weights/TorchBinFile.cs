@@ -41,7 +41,16 @@ internal sealed class TorchBinFile : ITensorSource
         }
     }
 
-    private static TorchBinFile Parse(string path, SafeFileHandle handle)
+    /// <summary>The unpickled root object of a <c>torch.save</c> archive that need not hold tensors, e.g. the argument
+    /// dict DeepSpeed-VisualChat saves as <c>train_args.pt</c> (dicts, lists, tuples as object?[], strings, numbers).</summary>
+    public static object? LoadObject(string path)
+    {
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+        var (zip, pickleName) = OpenArchive(path, handle);
+        return TorchPickleReader.Load(path, zip.ReadAll(zip.Entry(pickleName)));
+    }
+
+    private static (TorchZip Zip, string PickleName) OpenArchive(string path, SafeFileHandle handle)
     {
         if (RandomAccess.GetLength(handle) >= 2)
         {
@@ -56,6 +65,12 @@ internal sealed class TorchBinFile : ITensorSource
         var zip = TorchZip.Read(path, handle);
         var pickleName = zip.Names.Where(n => n.EndsWith("/data.pkl", StringComparison.Ordinal) && n.IndexOf('/') == n.Length - "/data.pkl".Length)
             .SingleOrDefault() ?? throw new InvalidDataException($"PyTorch checkpoint '{path}' has no '<folder>/data.pkl' entry.");
+        return (zip, pickleName);
+    }
+
+    private static TorchBinFile Parse(string path, SafeFileHandle handle)
+    {
+        var (zip, pickleName) = OpenArchive(path, handle);
         string prefix = pickleName[..^"data.pkl".Length];
         var root = TorchPickleReader.Load(path, zip.ReadAll(zip.Entry(pickleName)));
         var stateDict = Unwrap(path, root);

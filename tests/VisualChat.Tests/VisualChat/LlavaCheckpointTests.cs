@@ -80,14 +80,14 @@ public sealed class LlavaCheckpointTests
 
     // ---- the reference: LLaVA-1.5 written out with plain torch ops ----
 
-    static Tensor Linear(Tensor x, IReadOnlyDictionary<string, Tensor> w, string prefix) =>
+    internal static Tensor Linear(Tensor x, IReadOnlyDictionary<string, Tensor> w, string prefix) =>
         w.TryGetValue(prefix + ".bias", out var bias) ? nn.functional.linear(x, w[prefix + ".weight"], bias) : nn.functional.linear(x, w[prefix + ".weight"]);
 
     static Tensor LayerNorm(Tensor x, IReadOnlyDictionary<string, Tensor> w, string prefix) =>
         nn.functional.layer_norm(x, new[] { x.shape[^1] }, w[prefix + ".weight"], w[prefix + ".bias"], 1e-5);
 
     /// <summary>CLIP hidden_states[layer] (0 = embeddings after pre_layrnorm).</summary>
-    static Tensor ClipHidden(Tensor pixels, IReadOnlyDictionary<string, Tensor> w, string p, int layer, int heads, int patch)
+    internal static Tensor ClipHidden(Tensor pixels, IReadOnlyDictionary<string, Tensor> w, string p, int layer, int heads, int patch)
     {
         var patches = nn.functional.conv2d(pixels, w[p + "vision_model.embeddings.patch_embedding.weight"], strides: new long[] { patch, patch });
         patches = patches.flatten(2).transpose(1, 2);                                   // [N, P, D]
@@ -121,7 +121,7 @@ public sealed class LlavaCheckpointTests
     }
 
     /// <summary>LlamaForCausalLM logits for inputs_embeds [1, L, D].</summary>
-    static Tensor LlamaLogits(Tensor embeds, IReadOnlyDictionary<string, Tensor> w, string m, string head, int heads, int kvHeads, int layers)
+    internal static Tensor LlamaLogits(Tensor embeds, IReadOnlyDictionary<string, Tensor> w, string m, string head, int heads, int kvHeads, int layers)
     {
         long length = embeds.shape[1], d = embeds.shape[2], hd = d / heads;
         var invFreq = 1.0 / pow(10000.0, arange(0, hd, 2, dtype: float64) / hd);
