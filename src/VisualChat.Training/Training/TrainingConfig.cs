@@ -19,8 +19,9 @@ public sealed class ModelSection
     [JsonPropertyName("lm")] public string? Lm { get; set; }
     /// <summary>visualchat: a vision encoder folder (CLIP or Qwen-VL, HF layout) to build a new model from.</summary>
     [JsonPropertyName("vision")] public string? Vision { get; set; }
-    /// <summary>visualchat, new models: causal, causal+cross or mmca.</summary>
-    [JsonPropertyName("attention_mode")] public string AttentionMode { get; set; } = "mmca";
+    /// <summary>visualchat: causal, causal+cross or mmca. New models: default mmca. A loaded model (<see cref="Path"/>)
+    /// keeps its folder's mode unless this is given (causal ↔ mmca only).</summary>
+    [JsonPropertyName("attention_mode")] public string? AttentionMode { get; set; }
     /// <summary>visualchat, new models: baseline, vit or perceiver (DSVC's vis_proj).</summary>
     [JsonPropertyName("projection")] public string Projection { get; set; } = "baseline";
     /// <summary>HF folder with config.json (+ weights, loaded when present).</summary>

@@ -51,10 +51,13 @@ public static class TrainingRunFactory
                     if (folder is not null && !Directory.Exists(folder)) throw new TrainingConfigException($"Training config key '{key}' = {folder}: folder does not exist.");
                 if (config.Model.Path is { } modelFolder && !VisualChatModel.IsModelFolder(modelFolder))
                     throw new TrainingConfigException($"Training config key 'model.path' = {modelFolder}: no {VisualChatConfig.FileName} there and no LLaVA config.json (write one with `vchat init-model --kind visualchat`, or give model.lm + model.vision).");
+                if (config.Model.AttentionMode is { } mode)
+                {
+                    try { VisualChatConfig.ParseAttentionMode(mode, "training config"); }
+                    catch (Exception error) when (error is ArgumentException or InvalidDataException) { throw new TrainingConfigException($"Training config key 'model.attention_mode': {error.Message}"); }
+                }
                 if (config.Model.Path is null)
                 {
-                    try { VisualChatConfig.ParseAttentionMode(config.Model.AttentionMode, "training config"); }
-                    catch (Exception error) when (error is ArgumentException or InvalidDataException) { throw new TrainingConfigException($"Training config key 'model.attention_mode': {error.Message}"); }
                     if (config.Model.Projection is not ("baseline" or "vit" or "perceiver"))
                         throw new TrainingConfigException($"Training config key 'model.projection' = {config.Model.Projection}: use baseline, vit or perceiver.");
                 }
@@ -138,9 +141,21 @@ public static class TrainingRunFactory
         if (section.Path is { } folder)
         {
             log?.Invoke($"loading VisualChat model {folder}");
-            return VisualChatModel.Load(folder);
+            var loaded = VisualChatModel.Load(folder);
+            if (section.AttentionMode is { } requested && VisualChatConfig.ParseAttentionMode(requested, "training config") != loaded.Config.AttentionMode)
+            {
+                log?.Invoke($"attention_mode: {loaded.Config.AttentionModeName} (the folder's) → {requested} (model.attention_mode)");
+                try { loaded.SetAttentionMode(VisualChatConfig.ParseAttentionMode(requested, "training config")); }
+                catch (InvalidOperationException error)
+                {
+                    loaded.Dispose();
+                    throw new TrainingConfigException($"Training config key 'model.attention_mode' = {requested}: {error.Message}");
+                }
+            }
+            return loaded;
         }
-        log?.Invoke($"assembling a VisualChat model from {section.Lm} + {section.Vision} ({section.AttentionMode}, {section.Projection} projection)");
+        string attentionMode = section.AttentionMode ?? "mmca";
+        log?.Invoke($"assembling a VisualChat model from {section.Lm} + {section.Vision} ({attentionMode}, {section.Projection} projection)");
         var (lm, tokenizer) = LanguageModelFolder.Load(section.Lm!);
         var vision = Vision.Encoders.VisionEncoderFolder.Load(section.Vision!);
         int imageTokenId = tokenizer.TokenToId(ConversationTemplate.ImagePlaceholder) is { } existing && existing >= lm.Config.VocabSize
@@ -150,7 +165,7 @@ public static class TrainingRunFactory
             tokenizer.AddTokenWithId(ConversationTemplate.ImagePlaceholder, imageTokenId, special: true, source: "VisualChat image placeholder");
         var config = new VisualChatConfig
         {
-            AttentionModeName = section.AttentionMode,
+            AttentionModeName = attentionMode,
             Projection = section.Projection,
             LmVocabSize = lm.Config.VocabSize,
             ImageTokenId = imageTokenId,

@@ -105,6 +105,21 @@ public sealed partial class VisualChatModel : nn.Module<VisualChatBatch, VisualC
         embedding.weight = new Parameter(grown.contiguous());
     }
 
+    /// <summary>Switches a built model between <c>causal</c> and <c>mmca</c>, the two modes over the same parameters
+    /// (e.g. to fine-tune a LLaVA checkpoint, trained causal, with DSVC's MMCA). <c>causal+cross</c> adds gated
+    /// cross-attention layers, so it is chosen when a model is built, never switched.</summary>
+    public void SetAttentionMode(AttentionMode mode)
+    {
+        if (mode == Config.AttentionMode) return;
+        if (mode == AttentionMode.CausalCross || cross_attn is not null)
+        {
+            throw new InvalidOperationException($"attention_mode \"{Config.AttentionModeName}\" → \"{VisualChatConfig.AttentionModeToName(mode)}\": " +
+                "causal+cross has its own gated cross-attention layers; build a new model for it (model.lm + model.vision) instead of switching a trained one.");
+        }
+        Config.AttentionModeName = VisualChatConfig.AttentionModeToName(mode);
+        lm.AttentionKernel = AttentionKernelFactory.Create(mode, cross_attn);
+    }
+
     /// <summary>Projection, token embeddings and cross-attention train; everything else is frozen.</summary>
     public void ApplyDefaultTrainability()
     {

@@ -124,6 +124,59 @@ public sealed class VisualChatTrainingTests : IDisposable
     }
 }
 
+/// <summary>A LLaVA-1.5 folder (trained causal) fine-tuned with the DSVC recipe and MMCA: just <c>vchat train</c> on the
+/// folder with <c>model.attention_mode: mmca</c>.</summary>
+public sealed class LlavaFineTuningTests : IDisposable
+{
+    readonly string _dir = Directory.CreateTempSubdirectory("vc-llava-ft").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    [Theory]
+    [InlineData("mmca", AttentionMode.Mmca)]
+    [InlineData(null, AttentionMode.Causal)]
+    public void LlavaFolderTrainsWithTheRequestedAttentionAndItsOwnTemplate(string? requested, AttentionMode expected)
+    {
+        string llava = Path.Combine(_dir, "llava");
+        var llavaConfig = Multimodal.LlavaCheckpointTests.Config();
+        Multimodal.LlavaCheckpointTests.WriteFolder(llava, llavaConfig, Multimodal.LlavaCheckpointTests.Weights(llavaConfig, LlavaKeyLayout.Legacy, seed: 21));
+        new ShapesConversationGenerator(5).WriteJsonl(Path.Combine(_dir, "data"), "train.jsonl", 0, 16);
+        File.WriteAllText(Path.Combine(_dir, "data.json"),
+            "{\"root\": \"data\", \"eval_fraction\": 0.25, \"datasets\": [{\"name\": \"shapes\", \"format\": \"jsonl\", \"path\": \"train.jsonl\"}]}");
+        string mode = requested is null ? "" : $", \"attention_mode\": \"{requested}\"";
+        var config = TrainingConfig.Parse($$"""
+            {"model": {"kind": "visualchat", "path": "{{llava}}"{{mode}}}, "data_config": "{{Path.Combine(_dir, "data.json")}}",
+             "output_dir": "{{Path.Combine(_dir, "run")}}", "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
+             "max_steps": 2, "learning_rate": 0.01, "log_every_steps": 1}
+            """);
+        var messages = new List<string>();
+        using var run = TrainingRunFactory.Create(config, messages.Add);
+        var trained = (VisualChatModel)((Trainer<VisualChatTrainingBatch>)run.Trainer).Model.Module;
+        Assert.Equal(expected, trained.Config.AttentionMode);
+        Assert.Equal(VisualChatConfig.LlavaTemplateName, trained.Config.PromptTemplate);
+        Assert.Equal(requested is not null, messages.Any(m => m.Contains("attention_mode: causal (the folder's) → mmca")));
+        Assert.Equal(2, run.Run().Steps);
+
+        string exported = Path.Combine(_dir, "exported");
+        CheckpointExport.Export(Path.Combine(_dir, "run", "final"), exported);
+        using var reloaded = VisualChatModel.Load(exported);
+        Assert.Equal(expected, reloaded.Config.AttentionMode);
+        Assert.Equal(VisualChatConfig.LlavaTemplateName, reloaded.Config.PromptTemplate);
+    }
+
+    [Fact]
+    public void CausalCrossCannotBeSwitchedOnALoadedModel()
+    {
+        string llava = Path.Combine(_dir, "llava");
+        var llavaConfig = Multimodal.LlavaCheckpointTests.Config();
+        Multimodal.LlavaCheckpointTests.WriteFolder(llava, llavaConfig, Multimodal.LlavaCheckpointTests.Weights(llavaConfig, LlavaKeyLayout.Legacy, seed: 22));
+        var section = new ModelSection { Kind = "visualchat", Path = llava, AttentionMode = "causal+cross" };
+        var error = Assert.Throws<TrainingConfigException>(() => TrainingRunFactory.LoadOrAssembleVisualChat(section, 0, null));
+        Assert.Contains("model.attention_mode", error.Message);
+        Assert.Contains("causal+cross", error.Message);
+    }
+}
+
 public sealed class VisualChatLoraTrainingTests : IDisposable
 {
     readonly string _dir = Directory.CreateTempSubdirectory("vc-lora").FullName;
