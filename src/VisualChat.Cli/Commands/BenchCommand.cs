@@ -58,8 +58,9 @@ public static class BenchCommand
         var peer = new Option<string?>("--peer-cmd") { Description = "A peer decoder's command line that prints 'achieved tok/s: X' (e.g. llama2.c's run); run alternately with ours." };
         var rounds = new Option<int>("--peer-rounds") { Description = "Alternating rounds of the peer and our fp32 batch-1 decode.", DefaultValueFactory = _ => 3 };
         var repeats = new Option<int>("--repeats") { Description = "Timed runs per row (the fastest is reported, against the highest bandwidth reading of the row).", DefaultValueFactory = _ => 3 };
+        var prefill = new Option<int>("--prefill-tokens") { Description = "Prompt length of the prefill measurement (libtorch GEMMs, against the GEMM peak); 0 skips it.", DefaultValueFactory = _ => 128 };
         var command = new Command("decode", "Decode tokens/s per weight format and batch size vs the streaming-read bound measured in the same run")
-            { preset, tokens, prompt, formats, batches, peer, rounds, repeats };
+            { preset, tokens, prompt, formats, batches, peer, rounds, repeats, prefill };
         command.SetAction(parse =>
         {
             var stdout = parse.InvocationConfiguration.Output;
@@ -87,6 +88,16 @@ public static class BenchCommand
                 if (row.Variant == "fused, fp32" && row.Batch == 1) fusedFp32 = row.TokensPerSecond;
                 stdout.WriteLine($"{row.Variant,-36} {row.Batch,5} {row.TokensPerSecond,9:F1} {row.TokensPerSecond / baseline,7:F2}× {row.WeightBytesPerStep / 1e6,8:F1} {row.BoundTokensPerSecond,10:F1} {(row.ComputeBound ? "flops" : "read"),5} {row.RatioToBound,15:P1} " +
                     $"{Show(row.MatrixMs),12} {Show(row.AttentionMs),13} {Show(row.OtherMs),9}");
+            }
+            if (parse.GetValue(prefill) is > 0 and var prefillTokens)
+            {
+                var result = DecodeBenchmark.Prefill(config, prefillTokens, gemm, repeats: parse.GetValue(repeats));
+                stdout.WriteLine($"prefill (libtorch fp32, {result.Tokens}-token prompt, batch 1): {result.TokensPerSecond:F1} tokens/s = {result.FlopsPerSecond / 1e9:F1} GFLOP/s of matrix products = {result.ShareOfGemmPeak:P1} of the GEMM peak above");
+            }
+            if (formatList.Contains("q8"))
+            {
+                var agreement = DecodeBenchmark.Q8Agreement(config);
+                stdout.WriteLine($"q8 vs fp32 over {agreement.Positions} teacher-forced positions: greedy token agrees at {agreement.TopOneAgreement:P1}; logit RMS error {agreement.RelativeLogitRmsError:P2} of the logits' RMS");
             }
             if (parse.GetValue(peer) is { } peerCommand)
             {

@@ -27,6 +27,19 @@ public sealed record DecodeBenchmarkRow(string Variant, int Batch, double Tokens
     public double RatioToBound => TokensPerSecond / BoundTokensPerSecond;
 }
 
+/// <summary>A prompt of <paramref name="Tokens"/> through libtorch's forward (the prefill every request starts with).</summary>
+/// <param name="FlopsPerSecond">Matrix FLOPs of the prefill (2 per weight per prompt token, the head once) ÷ its time;
+/// attention's own products are left out, so the share is a lower bound.</param>
+/// <param name="GemmFlopsPerSecond">The fp32 GEMM throughput measured in the same run.</param>
+public sealed record PrefillBenchmarkResult(int Tokens, double TokensPerSecond, double FlopsPerSecond, double GemmFlopsPerSecond)
+{
+    public double ShareOfGemmPeak => FlopsPerSecond / GemmFlopsPerSecond;
+}
+
+/// <summary>How far q8 weights move a model: over a teacher-forced sequence, the share of positions whose greedy token
+/// (top-1) equals fp32's, and the RMS of the logit differences relative to the RMS of fp32's logits.</summary>
+public sealed record QuantizationAgreement(string Format, int Positions, double TopOneAgreement, double RelativeLogitRmsError);
+
 /// <summary>
 /// Decode speed of a randomly initialised LLaMA for each weight format and batch size, against the bound measured in the
 /// same run: one step reads every weight once, so aggregate tokens/s ≤ batch × streaming-read bandwidth ÷ weight bytes.
@@ -65,7 +78,7 @@ public static class DecodeBenchmark
         var runs = new List<(double Rate, double Bandwidth)>();
         for (int r = 0; r < repeats; r++) {
             double reading = bandwidth();
-            runs.Add((Measure(fp32, prompt, 1, newTokens), reading));
+            runs.Add((Measure(fp32, prompt, 1, newTokens).Rate, reading));
         }
         fp32.FusedDecode = true;
         Measure(fp32, prompt, 1, 2);
@@ -86,10 +99,11 @@ public static class DecodeBenchmark
                 double highest = 0;
                 for (int r = 0; r < repeats; r++) {
                     highest = Math.Max(highest, bandwidth());
-                    double rate = Measure(target, prompt, batch, newTokens);
+                    var (rate, seconds) = Measure(target, prompt, batch, newTokens);
                     if (target.FusedDecodeUnavailableReason is { } why) throw new InvalidOperationException($"The {format} model did not decode fused: {why}.");
                     var (split, bytes) = target.TakeFusedDecodeProfile(batch)!.Value;
-                    double stepMs = 1000.0 * batch / rate;
+                    // The last sampled token needs no model step: the wall time is spread over the steps that ran.
+                    double stepMs = 1000.0 * seconds / Math.Max(1, split.Steps);
                     if (best is not null && rate <= best.TokensPerSecond) continue;
                     best = new DecodeBenchmarkRow($"fused, {format}", batch, rate, bytes, 0, arithmetic,
                         split.MatrixMs, split.AttentionMs, stepMs - split.MatrixMs - split.AttentionMs);
@@ -99,6 +113,49 @@ public static class DecodeBenchmark
             }
         }
     }
+
+    /// <summary>Times the prefill of a <paramref name="tokens"/>-token prompt (fp32, libtorch, batch 1): the fastest of
+    /// <paramref name="repeats"/> runs after a warm-up.</summary>
+    public static PrefillBenchmarkResult Prefill(LlamaConfig config, int tokens, double gemmFlops, long seed = 0, int repeats = 3)
+    {
+        if (tokens < 1) throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "Prefill at least one token.");
+        if (gemmFlops <= 0) throw new ArgumentOutOfRangeException(nameof(gemmFlops), gemmFlops, "Measure the GEMM throughput first (Roofline.GemmThroughput).");
+        using var model = new LlamaForCausalLM(config, seed);
+        model.eval();
+        var prompt = new DecoderPrompt(TokenSequence(config, tokens, seed));
+        double best = double.MaxValue;
+        for (int r = 0; r <= repeats; r++) {
+            using var state = ((ICausalDecoder)model).CreateState(tokens + 1);
+            var clock = Stopwatch.StartNew();
+            ((ICausalDecoder)model).Prefill(state, prompt);
+            if (r > 0) best = Math.Min(best, clock.Elapsed.TotalSeconds);   // run 0 warms up
+        }
+        long h = config.HiddenSize, q = (long)config.NumAttentionHeads * config.HeadDim, kv = (long)config.KeyValueHeads * config.HeadDim;
+        long layer = h * q + 2 * h * kv + q * h + 3 * h * config.IntermediateSize;   // q, k, v, o, gate, up, down
+        long head = config.VocabSize * h;
+        double flops = 2.0 * tokens * config.NumHiddenLayers * layer + 2.0 * head;
+        return new PrefillBenchmarkResult(tokens, tokens / best, flops / best, gemmFlops);
+    }
+
+    /// <summary>q8 against fp32 on the same random model over <paramref name="positions"/> teacher-forced tokens.</summary>
+    public static QuantizationAgreement Q8Agreement(LlamaConfig config, int positions = 256, long seed = 0)
+    {
+        using var fp32 = new LlamaForCausalLM(config, seed);
+        fp32.eval();
+        using var q8 = LlamaQuantizer.Quantize(fp32);
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var ids = tensor(TokenSequence(config, positions, seed).Select(i => (long)i).ToArray()).unsqueeze(0);
+        var reference = fp32.forward(new CausalLMInput(InputIds: ids)).Logits;
+        var quantized = q8.forward(new CausalLMInput(InputIds: ids)).Logits;
+        double agreement = reference.argmax(-1).eq(quantized.argmax(-1)).to(ScalarType.Float32).mean().item<float>();
+        double error = (quantized - reference).pow(2).mean().sqrt().item<float>() / reference.pow(2).mean().sqrt().item<float>();
+        return new QuantizationAgreement("q8", positions, agreement, error);
+    }
+
+    /// <summary>A fixed pseudo-random token sequence (the weights are random too, so no text is more natural).</summary>
+    static int[] TokenSequence(LlamaConfig config, int length, long seed) =>
+        Enumerable.Range(0, length).Select(i => 3 + (int)((i * 7919L + seed * 104729L) % (config.VocabSize - 3))).ToArray();
 
     static LlamaForCausalLM Converted(LlamaForCausalLM source, ScalarType dtype)
     {
@@ -110,8 +167,8 @@ public static class DecodeBenchmark
     }
 
     /// <summary>Prefills <paramref name="batch"/> copies of the prompt, then times <paramref name="newTokens"/> greedy
-    /// steps of all of them together (sampling included); returns aggregate tokens/s.</summary>
-    static double Measure(LlamaForCausalLM model, int[] prompt, int batch, int newTokens)
+    /// steps of all of them together (sampling included); returns aggregate tokens/s and the timed seconds.</summary>
+    static (double Rate, double Seconds) Measure(LlamaForCausalLM model, int[] prompt, int batch, int newTokens)
     {
         var engine = new GenerationEngine(model);
         var options = new GenerationOptions { MaxNewTokens = newTokens + 1, StopTokenIds = [] };
@@ -130,7 +187,7 @@ public static class DecodeBenchmark
                 engine.Step();
                 tokens += running;
             }
-            return tokens / clock.Elapsed.TotalSeconds;
+            return (tokens / clock.Elapsed.TotalSeconds, clock.Elapsed.TotalSeconds);
         } finally {
             foreach (var s in states) s.Dispose();
         }

@@ -25,4 +25,27 @@ public class DecodeBenchmarkTests
         Assert.All(rows.Skip(1), r => Assert.True(r.MatrixMs > 0 && r.AttentionMs > 0, $"{r.Variant} batch {r.Batch}: no time split"));
         Assert.Throws<ArgumentException>(() => DecodeBenchmark.Run(config, ["int3"], [1], () => 1e9).ToList());
     }
+
+    [Fact]
+    public void PrefillCountsTheMatrixProductsOfThePromptAndTheHeadOnce()
+    {
+        var config = LlamaTestModels.Tiny();
+        config.MaxPositionEmbeddings = 64;
+        long perLayer = 64 * 64 + 32 * 64 + 32 * 64 + 64 * 64 + 3 * 96 * 64;
+        var result = DecodeBenchmark.Prefill(config, tokens: 20, gemmFlops: 1e9, repeats: 1);
+        double seconds = 20 / result.TokensPerSecond;
+        Assert.Equal((2.0 * 20 * 2 * perLayer + 2.0 * 128 * 64) / seconds, result.FlopsPerSecond, 3);
+        Assert.Equal(result.FlopsPerSecond / 1e9, result.ShareOfGemmPeak, 6);
+    }
+
+    [Fact]
+    public void Q8AgreementIsHighButNotPerfectOnRandomWeights()
+    {
+        var config = LlamaTestModels.Tiny();
+        config.MaxPositionEmbeddings = 128;
+        var agreement = DecodeBenchmark.Q8Agreement(config, positions: 100);
+        Assert.Equal(100, agreement.Positions);
+        Assert.InRange(agreement.TopOneAgreement, 0.8, 1.0);
+        Assert.InRange(agreement.RelativeLogitRmsError, 1e-4, 0.05);   // int8 with 32-weight blocks: about 1 %, never zero
+    }
 }
