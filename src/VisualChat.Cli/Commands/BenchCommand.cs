@@ -71,7 +71,13 @@ public static class BenchCommand
             }
             var config = lm.Config();
             var formatList = parse.GetValue(formats)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            var batchList = parse.GetValue(batches)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
+            var batchTexts = parse.GetValue(batches)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (batchTexts.Length == 0 || batchTexts.Any(t => !int.TryParse(t, out int b) || b < 1))
+            {
+                parse.InvocationConfiguration.Error.WriteLine($"vchat bench decode: --batches '{parse.GetValue(batches)}' must be comma-separated positive integers, e.g. 1,8.");
+                return 1;
+            }
+            var batchList = batchTexts.Select(int.Parse).ToArray();
             stdout.WriteLine($"machine: {MachineInfo.Current()}");
             var bandwidth = Roofline.StreamingReadProbe(out var probeBuffer);
             using var _ = probeBuffer;

@@ -195,7 +195,13 @@ public sealed class KVCache : IDisposable
         var shape = old.shape.ToArray();
         shape[dim] = capacity;
         var grown = zeros(shape, dtype: old.dtype, device: old.device).DetachFromDisposeScope();
-        if (Length > 0) grown.narrow(dim, 0, Length).copy_(old.narrow(dim, 0, Length));
+        if (Length > 0) {
+            // Disposed here, not by a scope: the fused decode grows caches outside any dispose scope, and a view left
+            // to the finalizer would keep the old storage alive.
+            using var destination = grown.narrow(dim, 0, Length);
+            using var previous = old.narrow(dim, 0, Length);
+            destination.copy_(previous);
+        }
         old.Dispose();
         return grown;
     }

@@ -111,8 +111,12 @@ internal sealed class ThreadTeam : IDisposable
 
     public void Dispose()
     {
-        if (disposed || ReferenceEquals(this, shared.IsValueCreated ? shared.Value : null)) return;
-        disposed = true;
+        if (ReferenceEquals(this, shared.IsValueCreated ? shared.Value : null)) return;
+        // Under the run lock: a member must never see the team disposed in the middle of a Run it has to join.
+        lock (runLock) {
+            if (disposed) return;
+            disposed = true;
+        }
         wake.Release(members.Length);
         foreach (var member in members) member.Join();
         wake.Dispose();

@@ -116,6 +116,8 @@ public static class DsvcCheckpoint
                 target.narrow(0, vocab, 1).copy_(embeddings.narrow(0, sourceImageRow, 1));
             }
             log($"projection: {config.Projection}, attention: {config.AttentionModeName}; token embeddings: '{EmbedKey}' rows 0–{vocab - 1}, '<image>' from row {sourceImageRow}");
+            model.Tokenizer = tokenizer;
+            model.ImageProcessor = VisionEncoderFolder.LoadProcessor(visionFolder, encoder.ImageSize);
         } catch {
             if (model is not null) {
                 model.Dispose();
@@ -125,8 +127,6 @@ public static class DsvcCheckpoint
             }
             throw;
         }
-        model.Tokenizer = tokenizer;
-        model.ImageProcessor = VisionEncoderFolder.LoadProcessor(visionFolder, encoder.ImageSize);
         model.ApplyDefaultTrainability();
         model.eval();
         return model;
@@ -150,6 +150,11 @@ public static class DsvcCheckpoint
 
     static void CheckPrefixes(ITensorSource source, string where)
     {
+        // Under ZeRO-3, save_hf_format writes each partitioned parameter as an empty tensor; save_zero_three_model then
+        // overwrites the file with gathered ones. An empty tensor means that second save never happened.
+        var empty = source.Entries.Where(e => e.Shape.Contains(0L)).Select(e => e.Name).Take(3).ToList();
+        if (empty.Count > 0)
+            throw new InvalidDataException($"{where}: {string.Join(", ", empty)} … are empty: a ZeRO-3 run's first save, before save_zero_three_model gathered the partitions. Use the {WeightsFile} that save_zero_three_model wrote (or re-save it gathered).");
         var foreign = source.Entries.Select(e => e.Name)
             .Where(n => !n.StartsWith(VisionPrefix, StringComparison.Ordinal) && !n.StartsWith(DecoderPrefix, StringComparison.Ordinal)
                 && n != EmbedKey && !n.StartsWith(ProjectionPrefix, StringComparison.Ordinal))

@@ -65,19 +65,19 @@ public sealed partial class LlamaForCausalLM
 
     /// <summary>A quantized model's prompt goes through the fused step one token at a time: libtorch would have to
     /// dequantize every matrix for each prefill, which for a 7B model costs more than the prompt's own arithmetic.
-    /// False, with the state untouched, when the fused step does not apply.</summary>
+    /// False, with no token fed, when the fused step does not apply (the libtorch prefill then runs).</summary>
     bool PrefillFused(DecoderState state, IReadOnlyList<int> ids)
     {
         var cache = state.Cache;
-        long before = cache.Length;
         cache.EnsureDecodeStorage(Config.KeyValueHeads, Config.HeadDim, ScalarType.Float32, model.embed_tokens.weight!.device);
         var single = new DecoderState[] { state };
         var token = new int[1];
         for (int i = 0; i < ids.Count; i++) {
             token[0] = ids[i];
             if (TryFusedStep(single, token, Config.VocabSize)) continue;
-            if (i == 0 && before == 0) return false;
-            throw new InvalidOperationException($"The fused prefill stopped at token {i}: {FusedDecodeUnavailableReason}.");
+            if (i == 0) return false;
+            // Whether the fused step applies depends on the model and the cache, which do not change within a prompt.
+            throw new InvalidOperationException($"The fused prefill stopped at token {i} of {ids.Count}: {FusedDecodeUnavailableReason}; set FusedDecode = false to prefill through libtorch.");
         }
         return true;
     }

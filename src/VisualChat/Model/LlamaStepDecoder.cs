@@ -132,7 +132,12 @@ internal sealed unsafe class LlamaStepDecoder : ITeamWork, IDisposable
             if (!TryMatrix(l.self_attn.q_proj, out w.Q) || !TryMatrix(l.self_attn.k_proj, out w.K) || !TryMatrix(l.self_attn.v_proj, out w.V)
                 || !TryMatrix(l.self_attn.o_proj, out w.O) || !TryMatrix(l.mlp.gate_proj, out w.Gate) || !TryMatrix(l.mlp.up_proj, out w.Up)
                 || !TryMatrix(l.mlp.down_proj, out w.Down)) {
-                reason = $"layer {i} has a projection that is not a plain fp32/bf16/q8 linear layer on the CPU (e.g. an unmerged LoRA adapter)";
+                reason = $"layer {i} has a projection the kernels cannot read ({Describe(l)}); they take fp32, bf16 or q8 linear layers in contiguous CPU memory (merge LoRA adapters with vchat export first)";
+                return false;
+            }
+            // q, k and v share one quantized copy of the normed input, as gate and up do.
+            if (w.Q.Format != w.K.Format || w.K.Format != w.V.Format || w.Gate.Format != w.Up.Format) {
+                reason = $"layer {i} mixes q8 and float matrices within q/k/v or gate/up; quantize the whole folder with vchat quantize";
                 return false;
             }
             if (!TryNorm(l.input_layernorm, out w.InputNorm) || !TryNorm(l.post_attention_layernorm, out w.PostNorm)) {
@@ -154,6 +159,17 @@ internal sealed unsafe class LlamaStepDecoder : ITeamWork, IDisposable
         }
         vocab = Math.Min(outputRows, head.Rows);
         return true;
+    }
+
+    static string Describe(LlamaDecoderLayer layer)
+    {
+        var slots = new (string Name, TorchSharp.torch.nn.Module<Tensor, Tensor> Slot)[]
+        {
+            ("q_proj", layer.self_attn.q_proj), ("k_proj", layer.self_attn.k_proj), ("v_proj", layer.self_attn.v_proj), ("o_proj", layer.self_attn.o_proj),
+            ("gate_proj", layer.mlp.gate_proj), ("up_proj", layer.mlp.up_proj), ("down_proj", layer.mlp.down_proj),
+        };
+        var (name, slot) = slots.First(s => !TryMatrix(s.Slot, out _));
+        return slot is Linear { weight: { } w } ? $"{name} is {w.dtype} on {w.device_type}{(w.is_contiguous() ? "" : ", not contiguous")}" : $"{name} is a {slot.GetType().Name}";
     }
 
     static bool TryMatrix(TorchSharp.torch.nn.Module<Tensor, Tensor> slot, out WeightMatrix matrix)
@@ -224,28 +240,28 @@ internal sealed unsafe class LlamaStepDecoder : ITeamWork, IDisposable
         bool embedBF16 = embed.dtype == ScalarType.BFloat16;
         byte* embedRows = (byte*)TensorMemory.Pointer(embed);
         int elementSize = embedBF16 ? 2 : 4;
-        for (int b = 0; b < batch; b++) {
-            var cache = stateCaches[b];
-            long position = cache.ReserveTextPosition();
-            caches.Add(cache);
-            positions.Add(position);
-            var row = embedRows + (long)tokens[b] * hidden * elementSize;
-            for (int i = 0; i < hidden; i++)
-                x[b * hidden + i] = embedBF16 ? MatVec.BF16ToFloat(((ushort*)row)[i]) : ((float*)row)[i];
-            int half = headDim / 2;
-            for (int i = 0; i < half; i++) {
-                // As HF: the angle in fp32 from the position and the fp32 inverse frequency.
-                float angle = position * inverseFrequency[i];
-                cos[b * headDim + i] = cos[b * headDim + i + half] = MathF.Cos(angle);
-                sin[b * headDim + i] = sin[b * headDim + i + half] = MathF.Sin(angle);
-            }
-        }
-        int longest = 0;
-        foreach (var p in positions) longest = Math.Max(longest, (int)p + 1);
-        for (int t = 0; t < scores.Length; t++) EnsureScores(t, longest);
-
         var team = ThreadTeam.Shared;
         try {
+            for (int b = 0; b < batch; b++) {
+                var cache = stateCaches[b];
+                long position = cache.ReserveTextPosition();
+                caches.Add(cache);
+                positions.Add(position);
+                var row = embedRows + (long)tokens[b] * hidden * elementSize;
+                for (int i = 0; i < hidden; i++)
+                    x[b * hidden + i] = embedBF16 ? MatVec.BF16ToFloat(((ushort*)row)[i]) : ((float*)row)[i];
+                int half = headDim / 2;
+                for (int i = 0; i < half; i++) {
+                    // As HF: the angle in fp32 from the position and the fp32 inverse frequency.
+                    float angle = position * inverseFrequency[i];
+                    cos[b * headDim + i] = cos[b * headDim + i + half] = MathF.Cos(angle);
+                    sin[b * headDim + i] = sin[b * headDim + i + half] = MathF.Sin(angle);
+                }
+            }
+            int longest = 0;
+            foreach (var p in positions) longest = Math.Max(longest, (int)p + 1);
+            for (int t = 0; t < scores.Length; t++) EnsureScores(t, longest);
+
             for (layer = 0; layer < layers; layer++) {
                 ref var w = ref layerWeights[layer];
                 Normalize(w.InputNorm, w.Q.Format == WeightFormat.Q8, hidden);

@@ -100,15 +100,14 @@ public static class StateDict
                 {
                     using (mapped)
                     {
+                        // No NaN/Inf scan here: it would read every page, which mapping exists to avoid.
                         target.set_(mapped);
-                        if (torch.is_floating_point(mapped) && !mapped.isfinite().all().item<bool>())
-                            nonFinite.Add(checkpointName);
                     }
                     continue;
                 }
                 using var loaded = source.Read(checkpointName);
                 target.copy_(loaded);
-                if (torch.is_floating_point(loaded) && !loaded.isfinite().all().item<bool>())
+                if (torch.is_floating_point(loaded) && !AllFinite(loaded))
                     nonFinite.Add(checkpointName);
             }
         }
@@ -119,6 +118,13 @@ public static class StateDict
         }
 
         return new LoadReport(plan.Select(p => p.ModuleName).ToList(), missing, unexpected) { NonFinite = nonFinite };
+    }
+
+    static bool AllFinite(torch.Tensor tensor)
+    {
+        using var finite = tensor.isfinite();
+        using var all = finite.all();
+        return all.item<bool>();
     }
 
     /// <summary>Where load warnings (NaN/Inf weights) go; standard error unless a host redirects or silences them.</summary>

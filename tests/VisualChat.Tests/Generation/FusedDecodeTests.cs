@@ -147,6 +147,45 @@ public class FusedDecodeTests
         Assert.Contains("CausalCrossAttentionKernel", model.lm.FusedDecodeUnavailableReason);
     }
 
+    /// <summary>Widths that are not multiples of 16 (hidden 72, head 18, MLP 100) take the 256-bit kernels and their
+    /// scalar tails, which an AVX-512 machine otherwise never runs.</summary>
+    [Fact]
+    public void WidthsOffTheVectorGridEqualTheForward()
+    {
+        var config = LlamaTestModels.Tiny();
+        config.HiddenSize = 72;
+        config.IntermediateSize = 100;
+        config.VocabSize = 131;
+        config.MaxPositionEmbeddings = 64;
+        using var model = new LlamaForCausalLM(config, seed: 12);
+        model.eval();
+        DecoderPrompt Prompt(int i) => new(Prompts[i]);
+        model.FusedDecode = false;
+        var reference = Decode(model, Prompt);
+        model.FusedDecode = true;
+        var fused = Decode(model, Prompt);
+        Assert.Null(model.FusedDecodeUnavailableReason);
+        Assert.True(MaxDiff(reference, fused) < 2e-5f, $"fused vs forward: {MaxDiff(reference, fused)}");
+    }
+
+    /// <summary>A q8 model whose fused path is off prefills every chat turn through libtorch: a second prompt on a
+    /// cache that already holds the first equals one prefill of both.</summary>
+    [Fact]
+    public void Q8LaterTurnsPrefillThroughLibtorchWhenFusedDecodeIsOff()
+    {
+        using var fp32 = Llama(tied: false, bias: false);
+        using var q8 = LlamaQuantizer.Quantize(fp32);
+        q8.FusedDecode = false;
+        ICausalDecoder decoder = q8;
+        using var turns = decoder.CreateState(32);
+        decoder.Prefill(turns, new DecoderPrompt(Prompts[0]));
+        decoder.Prefill(turns, new DecoderPrompt(Prompts[2]));
+        using var once = decoder.CreateState(32);
+        decoder.Prefill(once, new DecoderPrompt([.. Prompts[0], .. Prompts[2]]));
+        float diff = (turns.NextLogits! - once.NextLogits!).abs().max().item<float>();
+        Assert.True(diff < 1e-4f, $"two turns vs one prefill: {diff}");
+    }
+
     static float MaxDiffPerStep(List<float[][]> a, List<float[][]> b, int step) =>
         a[step].Zip(b[step]).SelectMany(r => r.First.Zip(r.Second)).Max(v => Math.Abs(v.First - v.Second));
 
