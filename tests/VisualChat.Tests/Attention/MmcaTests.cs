@@ -106,4 +106,26 @@ public class MmcaTests
         double diff = (expected - actual).abs().max().item<float>();
         Assert.True(diff <= tolerance, $"{what}: max abs difference {diff:E3} > {tolerance:E0}");
     }
+
+    [Fact]
+    public void PlanRejectsShapesAndQueryLengthsItCannotServe()
+    {
+        using var flat = tensor(new long[] { T, I, T });
+        Assert.Throws<ArgumentException>(() => new MmcaPlan(flat, 1));
+        using var keys = Modality(Run((T, 2), (I, 2), (T, 2)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new MmcaPlan(keys, 0));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new MmcaPlan(keys, 7));
+        using var full = new MmcaPlan(keys, 6);
+        Assert.Equal(1, full.Batch);
+    }
+
+    [Fact]
+    public void DisposingAPlanFreesItsTensors()
+    {
+        using var keys = Modality(Run((T, 2), (I, 2), (T, 2)));
+        var plan = new MmcaPlan(keys, 6);
+        var owned = new[] { plan.TextQueryRows, plan.TextKeyRows, plan.QueryIsImage, plan.ImageKeyRows! };
+        plan.Dispose();
+        Assert.All(owned, t => Assert.True(t.IsInvalid));
+    }
 }
