@@ -149,7 +149,8 @@ public static class DecodeBenchmark
         var reference = fp32.forward(new CausalLMInput(InputIds: ids)).Logits;
         var quantized = q8.forward(new CausalLMInput(InputIds: ids)).Logits;
         double agreement = reference.argmax(-1).eq(quantized.argmax(-1)).to(ScalarType.Float32).mean().item<float>();
-        double error = (quantized - reference).pow(2).mean().sqrt().item<float>() / reference.pow(2).mean().sqrt().item<float>();
+        var difference = quantized - reference;
+        double error = difference.mul(difference).mean().sqrt().item<float>() / reference.mul(reference).mean().sqrt().item<float>();
         return new QuantizationAgreement("q8", positions, agreement, error);
     }
 
