@@ -32,4 +32,17 @@ public class StopStringMatcherTests
         Assert.Equal("x", early.Add("x</s>ab"));
         Assert.Equal("</s>", early.Found);
     }
+
+    /// <summary>Two stops at the same place: the one listed first wins, and a stop found at index 0 is not displaced
+    /// by one that starts later.</summary>
+    [Fact]
+    public void TheEarliestStopWinsAndTiesGoToTheFirstListed()
+    {
+        var tie = new StopStringMatcher(["xy", "x"]);
+        Assert.Equal("ab", tie.Add("abxy"));
+        Assert.Equal("xy", tie.Found);
+        var atStart = new StopStringMatcher(["ab", "b"]);
+        Assert.Equal("", atStart.Add("ab"));
+        Assert.Equal("ab", atStart.Found);
+    }
 }
