@@ -53,6 +53,8 @@ public static class DemoChatTraining
         LrSchedulerType = "cosine", NumWarmupSteps = recipe.WarmupSteps, MaxGradNorm = 1.0,
         Seed = recipe.Seed, Precision = "fp32", SaveEveryEpochs = 0, SaveFinal = true, LogEverySteps = 100,
         VisionFeatureCacheMb = 1024,
+        LoraDim = recipe.ChatLoraDim,
+        LoraModuleName = recipe.ChatLoraDim > 0 ? [.. recipe.ChatLoraModules] : [],
     };
 
     /// <summary>Saves <paramref name="baseModel"/> to <c>{folder}/base-model</c>, trains through the product path into

@@ -66,6 +66,11 @@ public sealed record DemoRecipe
     /// 95 % in the same steps (measured), so the demo keeps momentum.</summary>
     public double ChatBeta1 { get; init; } = 0.9;
     public double ChatBeta2 { get; init; } = 0.95;
+    /// <summary>LoRA rank on the frozen LM's linear layers in the DSVC stage (0: LM frozen, only projection and token
+    /// embeddings train).</summary>
+    public int ChatLoraDim { get; init; }
+    /// <summary>Which LM linear layers get LoRA (<c>lora_module_name</c>: substrings of module names).</summary>
+    public string[] ChatLoraModules { get; init; } = ["lm.model.layers."];
 
     public int WarmupSteps { get; init; } = 30;
     public double WeightDecay { get; init; } = 0.0;
