@@ -36,7 +36,8 @@ public static class DemoChatTraining
         return path;
     }
 
-    /// <summary>The training config of the stage: the model's default trainable set (projection + token embeddings),
+    /// <summary>The training config of the stage: the model's default trainable set (projection + token embeddings)
+    /// plus LoRA adapters on the LM layers the recipe names (<see cref="DemoRecipe.ChatLoraDim"/>; merged on export),
     /// AdamW with the recipe's betas, warm-up + cosine, <see cref="DemoRecipe.ChatSteps"/> steps of
     /// <see cref="DemoRecipe.ChatBatch"/> conversations (as many epochs as that takes), the frozen encoder's features
     /// cached, a final checkpoint only.</summary>
