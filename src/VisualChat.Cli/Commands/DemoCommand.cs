@@ -13,7 +13,7 @@ public static class DemoCommand
     {
         var output = new Option<string>("--out") { Description = "Folder for the model (DIR/model, what `vchat chat` loads by default from runs/demo/model), tokenizer, held-out data, chat images and result.json.", DefaultValueFactory = _ => Path.Combine("runs", "demo") };
         var seed = new Option<int>("--seed") { Description = "Seed of every generator and initialisation.", DefaultValueFactory = _ => DemoRecipe.Default().Seed };
-        var quick = new Option<bool>("--quick") { Description = "Reduced recipe (about a minute of CPU; ~56 % exact match instead of the full recipe's ≥ 90 %)." };
+        var quick = new Option<bool>("--quick") { Description = "Reduced recipe (about a minute of CPU; ~55 % exact match instead of the full recipe's ≥ 90 %)." };
         var overrides = new Option<string[]>("--set") { Description = "Recipe override Name=value (repeatable), e.g. --set ChatSteps=800; the names are those printed on the 'recipe:' line.", AllowMultipleArgumentsPerToken = false };
         var cache = new Option<string?>("--cache") { Description = "Reuse the pretrained vision encoder and LM from this folder when their settings match (they are stored there otherwise)." };
         var command = new Command("demo", "Train and evaluate a tiny VisualChat on synthetic multi-image shapes conversations (CPU, ~10 min).")

@@ -36,7 +36,8 @@ public static class DemoChatTraining
         return path;
     }
 
-    /// <summary>The training config of the stage: the model's default trainable set (projection + token embeddings),
+    /// <summary>The training config of the stage: the model's default trainable set (projection + token embeddings)
+    /// plus LoRA adapters on the LM layers the recipe names (<see cref="DemoRecipe.ChatLoraDim"/>; merged on export),
     /// AdamW with the recipe's betas, warm-up + cosine, <see cref="DemoRecipe.ChatSteps"/> steps of
     /// <see cref="DemoRecipe.ChatBatch"/> conversations (as many epochs as that takes), the frozen encoder's features
     /// cached, a final checkpoint only.</summary>
@@ -53,6 +54,8 @@ public static class DemoChatTraining
         LrSchedulerType = "cosine", NumWarmupSteps = recipe.WarmupSteps, MaxGradNorm = 1.0,
         Seed = recipe.Seed, Precision = "fp32", SaveEveryEpochs = 0, SaveFinal = true, LogEverySteps = 100,
         VisionFeatureCacheMb = 1024,
+        LoraDim = recipe.ChatLoraDim,
+        LoraModuleName = recipe.ChatLoraDim > 0 ? [.. recipe.ChatLoraModules] : [],
     };
 
     /// <summary>Saves <paramref name="baseModel"/> to <c>{folder}/base-model</c>, trains through the product path into

@@ -51,21 +51,40 @@ public sealed record DemoRecipe
     public double LmLearningRate { get; init; } = 3e-3;
 
     // DeepSpeed-VisualChat stage, run by the project's trainer (`vchat train`): frozen encoder + frozen LM, MMCA; the
-    // perceiver projection and the token embeddings train (the model's default trainable set).
+    // perceiver projection and the token embeddings train (the model's default trainable set), plus LoRA adapters on the
+    // LM's attention (DSVC's optional language LoRA, see ChatLoraDim).
     /// <summary>Conversations written to the training JSONL (a <see cref="ChatEvalFraction"/> share is held out by the
     /// data pipeline for the trainer's eval loss). 6,000: with 3,000 the DSVC stage over-fits (train loss ≈ 0.03, eval
     /// ≈ 0.09–0.12); twice the data gave seed 1234 92.3 % instead of 87.9 % at the same steps. Seeds still differ by
     /// several points (README, Demo).</summary>
     public int ChatConversations { get; init; } = 6000;
     public double ChatEvalFraction { get; init; } = 0.04;
-    /// <summary>1,300 (≈ 7 epochs of 5,760 conversations): the time the longer LM pretraining took is given back here.</summary>
-    public int ChatSteps { get; init; } = 1300;
+    /// <summary>1,700 (≈ 9.5 epochs of 5,760 conversations): with the LoRA adapters the eval loss still fell between
+    /// 1,300 and 1,700 steps (seed 1: 0.090 → 0.068, 91.9 → 92.9 %), and the ≈ 20 % slower steps still fit the
+    /// 10-minute budget because the DSVC stage is the shorter part of the run.</summary>
+    public int ChatSteps { get; init; } = 1700;
     public int ChatBatch { get; init; } = 32;
+    /// <summary>2e-3: 1e-3 reached 84.6 % for seed 1234; 3e-3 (frozen LM) moved seeds both ways (seed 1 86.4 → 92.8 %,
+    /// seed 1234 92.3 → 89.9 %).</summary>
     public double ChatLearningRate { get; init; } = 2e-3;
     /// <summary>Adam betas of the DSVC stage. The paper uses (0, 0.95); with β1 = 0 this tiny run reached 80 % instead of
     /// 95 % in the same steps (measured), so the demo keeps momentum.</summary>
     public double ChatBeta1 { get; init; } = 0.9;
     public double ChatBeta2 { get; init; } = 0.95;
+    /// <summary>LoRA rank on the LM's linear layers named by <see cref="ChatLoraModules"/> in the DSVC stage (0: the LM
+    /// stays frozen). 8: with the LM frozen, a projected attribute is read correctly when one image is shown (seed 1:
+    /// shape 95 %, colour 100 %) but is often taken from the wrong image when two are (shape 61–67 %): which slots
+    /// belong to "Image k" is an attention pattern the LM learned on exact word embeddings, and the projection alone
+    /// could not reproduce them closely enough for every attribute — which attribute failed depended on the seed and
+    /// the learning rate. Adapters on the attention let it adapt to the projected embeddings (seed 1 86.4 → 91.9 % at
+    /// 1,300 steps, eval loss 0.135 → 0.090; seeds 1234 and 2 stayed ≥ 92 %). The adapters are merged into the
+    /// exported model folder.</summary>
+    public int ChatLoraDim { get; init; } = 8;
+    /// <summary>The LM layers that get LoRA (<c>lora_module_name</c>). The attention projections of every layer: adapters
+    /// on all linear layers (MLP too) gave the same accuracy for seed 1 (91.5 %) at ≈ 60 % instead of ≈ 20 % more time
+    /// per step. A glob over the LM's module names, so the vision encoder's own <c>self_attn</c> layers stay frozen
+    /// (matching them would turn off the encoder's feature cache).</summary>
+    public string[] ChatLoraModules { get; init; } = ["lm.model.layers.*.self_attn.*"];
 
     public int WarmupSteps { get; init; } = 30;
     public double WeightDecay { get; init; } = 0.0;
@@ -106,7 +125,7 @@ public sealed record DemoRecipe
     /// <summary>The full recipe (target: ≥ 90 % exact match within 10 minutes on 2 CPU cores).</summary>
     public static DemoRecipe Default() => new();
 
-    /// <summary>A reduced recipe for tests and smoke runs (about 1.5 min of CPU; 56 % exact match for seed 1234).</summary>
+    /// <summary>A reduced recipe for tests and smoke runs (about 1.5 min of CPU; 55 % exact match for seed 1234).</summary>
     public static DemoRecipe Quick() => new()
     {
         VisionSteps = 400, VisionBatch = 32,

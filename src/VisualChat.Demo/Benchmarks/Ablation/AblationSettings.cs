@@ -11,7 +11,9 @@ namespace VisualChat.Benchmarks.Ablation;
 /// </summary>
 public sealed record AblationSettings
 {
-    public DemoRecipe Recipe { get; init; } = DemoRecipe.Default();
+    /// <summary>The demo's recipe with the LM frozen in the DSVC stage (no LoRA): the ablation compares how each attention
+    /// mode reads images into an LM that cannot adapt, which is what its figures (README) measure.</summary>
+    public DemoRecipe Recipe { get; init; } = DemoRecipe.Default() with { ChatLoraDim = 0 };
     /// <summary>Seeds 1..Seeds; each pretrains its own encoder and LM and trains every mode.</summary>
     public int Seeds { get; init; } = 3;
     /// <summary>DeepSpeed-VisualChat-stage steps per mode.</summary>
@@ -38,7 +40,7 @@ public sealed record AblationSettings
     /// <summary>A budget for tests and smoke runs: one seed, seconds per job.</summary>
     public static AblationSettings Quick() => new()
     {
-        Recipe = DemoRecipe.Quick() with { VisionBatch = 16, LmBatch = 8, ChatBatch = 8, ChatEvalFraction = 0.1 },
+        Recipe = DemoRecipe.Quick() with { VisionBatch = 16, LmBatch = 8, ChatBatch = 8, ChatEvalFraction = 0.1, ChatLoraDim = 0 },
         Seeds = 1, Steps = 24, LmSteps = 40, VisionSteps = 30, EvalPoints = 3, Conversations = 64, EvalConversations = 48,
     };
 
