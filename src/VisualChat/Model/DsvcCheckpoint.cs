@@ -84,8 +84,11 @@ public static class DsvcCheckpoint
             lmConfig.TieWordEmbeddings = false;
         }
         int vocab = lmConfig.VocabSize;
-        var tokenizer = BuildTokenizer(folder, lmFolder, vocab);
-        int sourceImageRow = SourceImageRow(folder, vocab, source.Describe(EmbedKey), lmConfig.HiddenSize, where);
+        // The checkpoint's own tokenizer files (with DSVC's added tokens), parsed once for the image row and "legacy".
+        bool hasOwnTokenizer = File.Exists(Path.Combine(folder, TokenizerFactory.ModelFileName)) || File.Exists(Path.Combine(folder, TokenizerFactory.JsonFileName));
+        var dsvcTokenizer = hasOwnTokenizer ? TokenizerFactory.FromFolder(folder) : null;
+        var tokenizer = BuildTokenizer(folder, lmFolder, vocab, dsvcTokenizer);
+        int sourceImageRow = SourceImageRow(dsvcTokenizer, vocab, source.Describe(EmbedKey), lmConfig.HiddenSize, where);
 
         var encoder = LoadVisionEncoder(source, visionFolder, where, log);
         LlamaForCausalLM? lm = null;
@@ -187,12 +190,13 @@ public static class DsvcCheckpoint
 
     /// <summary>The LLaMA tokenizer.model (the checkpoint's copy, else the LM folder's) with "&lt;image&gt;" added as id
     /// vocab_size; DSVC's other added tokens are left out (see the remarks).</summary>
-    static SentencePieceTokenizer BuildTokenizer(string folder, string lmFolder, int vocab)
+    static SentencePieceTokenizer BuildTokenizer(string folder, string lmFolder, int vocab, SentencePieceTokenizer? dsvcTokenizer)
     {
         string? dir = new[] { folder, lmFolder }.FirstOrDefault(d => File.Exists(Path.Combine(d, TokenizerFactory.ModelFileName)))
             ?? throw new FileNotFoundException($"Neither {folder} nor {lmFolder} holds {TokenizerFactory.ModelFileName}; copy the LLaMA tokenizer.model next to {WeightsFile}.");
         var tokenizer = SentencePieceTokenizer.FromFile(Path.Combine(dir, TokenizerFactory.ModelFileName));
-        tokenizer.DummyPrefixOnEverySegment = TokenizerFactory.FromFolder(dir).DummyPrefixOnEverySegment;   // tokenizer_config.json's "legacy"
+        var configured = dir == folder && dsvcTokenizer is not null ? dsvcTokenizer : TokenizerFactory.FromFolder(dir);
+        tokenizer.DummyPrefixOnEverySegment = configured.DummyPrefixOnEverySegment;   // tokenizer_config.json's "legacy"
         if (tokenizer.BaseVocabSize != vocab)
             throw new InvalidDataException($"{Path.Combine(dir, TokenizerFactory.ModelFileName)} has {tokenizer.BaseVocabSize} pieces but {Path.Combine(lmFolder, "config.json")} says vocab_size {vocab}.");
         tokenizer.AddSpecialTokens([ConversationTemplate.ImagePlaceholder]);
@@ -201,11 +205,9 @@ public static class DsvcCheckpoint
 
     /// <summary>The row of lang_embed that embeds "&lt;image&gt;": its id in the checkpoint's tokenizer files, else the
     /// one DSVC's add_special_token gives it (vocab_size + 1, after "### Image:").</summary>
-    static int SourceImageRow(string folder, int vocab, TensorEntry embed, int hidden, string where)
+    static int SourceImageRow(SentencePieceTokenizer? dsvcTokenizer, int vocab, TensorEntry embed, int hidden, string where)
     {
-        int row = vocab + 1;
-        bool hasTokenizer = File.Exists(Path.Combine(folder, TokenizerFactory.ModelFileName)) || File.Exists(Path.Combine(folder, TokenizerFactory.JsonFileName));
-        if (hasTokenizer && TokenizerFactory.FromFolder(folder).TokenToId(ConversationTemplate.ImagePlaceholder) is int id) row = id;
+        int row = dsvcTokenizer?.TokenToId(ConversationTemplate.ImagePlaceholder) ?? vocab + 1;
         if (embed.Shape is not [var rows, var width] || width != hidden || rows <= row || rows < vocab)
             throw new InvalidDataException($"{where}: '{EmbedKey}' is {DTypes.FormatShape(embed.Shape)}; it should have at least {Math.Max(row + 1, vocab)} rows (vocabulary {vocab} + DSVC's added tokens, '<image>' at {row}) of width {hidden}.");
         return row;
