@@ -69,7 +69,8 @@ public static class DecodeBenchmark
         fp32.eval();
 
         // Every weight of the matrices (embedding lookup excluded, the head included) costs one multiply-add per token.
-        double flopsPerToken = 2.0 * (config.ParameterCount() - (config.TieWordEmbeddings ? 0L : (long)config.VocabSize * config.HiddenSize));
+        var (layerWeights, headWeights) = MatrixWeights(config);
+        double flopsPerToken = 2.0 * (layerWeights + headWeights);
         double? arithmetic = flops > 0 ? flops / flopsPerToken : null;
 
         // Baseline: the libtorch forward, one sequence.
@@ -130,10 +131,8 @@ public static class DecodeBenchmark
             ((ICausalDecoder)model).Prefill(state, prompt);
             if (r > 0) best = Math.Min(best, clock.Elapsed.TotalSeconds);   // run 0 warms up
         }
-        long h = config.HiddenSize, q = (long)config.NumAttentionHeads * config.HeadDim, kv = (long)config.KeyValueHeads * config.HeadDim;
-        long layer = h * q + 2 * h * kv + q * h + 3 * h * config.IntermediateSize;   // q, k, v, o, gate, up, down
-        long head = config.VocabSize * h;
-        double flops = 2.0 * tokens * config.NumHiddenLayers * layer + 2.0 * head;
+        var (layers, head) = MatrixWeights(config);
+        double flops = 2.0 * tokens * layers + 2.0 * head;   // the head runs for the last position only
         return new PrefillBenchmarkResult(tokens, tokens / best, flops / best, gemmFlops);
     }
 
@@ -152,6 +151,14 @@ public static class DecodeBenchmark
         var difference = quantized - reference;
         double error = difference.mul(difference).mean().sqrt().item<float>() / reference.mul(reference).mean().sqrt().item<float>();
         return new QuantizationAgreement("q8", positions, agreement, error);
+    }
+
+    /// <summary>Weights of the decoder layers' matrices (q, k, v, o, gate, up, down; norms excluded) and of the head.</summary>
+    static (long Layers, long Head) MatrixWeights(LlamaConfig config)
+    {
+        long h = config.HiddenSize, q = (long)config.NumAttentionHeads * config.HeadDim, kv = (long)config.KeyValueHeads * config.HeadDim;
+        long layer = h * q + 2 * h * kv + q * h + 3 * h * config.IntermediateSize;
+        return (config.NumHiddenLayers * layer, (long)config.VocabSize * h);
     }
 
     /// <summary>A fixed pseudo-random token sequence (the weights are random too, so no text is more natural).</summary>
