@@ -16,6 +16,7 @@ public static class BenchCommand
         bench.Subcommands.Add(Decode());
         bench.Subcommands.Add(BenchServeCommand.Create());
         bench.Subcommands.Add(TrainCommand.CreateBench());
+        bench.Subcommands.Add(BenchDistributedCommand.Create());
         return bench;
     }
 

@@ -52,7 +52,13 @@ public static class TrainCommand
                 error.WriteLine($"vchat train: {e.Message}");
                 return 2;
             }
-            if (!MpiLaunch.IsMpiJob) return Train(config, output, error, parse.GetValue(CliErrors.VerboseOption), null);
+            var memory = new TrainingMemory();
+            if (!MpiLaunch.IsMpiJob)
+            {
+                int exit = Train(config, output, error, parse.GetValue(CliErrors.VerboseOption), null, memory);
+                if (exit == 0 && memory.Report() is { } single) output.WriteLine(single);
+                return exit;
+            }
 
             MpiCommunicator communicator;
             try { communicator = MpiCommunicator.Initialize(); }
@@ -69,8 +75,8 @@ public static class TrainCommand
                 rankLog.WriteLine($"--- rank {communicator.Rank} of {communicator.Size}, pid {Environment.ProcessId}, {DateTime.UtcNow:yyyy-MM-dd HH:mm:ss} UTC ---");
                 (output, error) = (rankLog, new TeeWriter(rankLog, error));
             }
-            int code = Train(config, output, error, parse.GetValue(CliErrors.VerboseOption), communicator);
-            if (code == 0 && PeakMemory.HighWaterMark() is > 0 and var peak) output.WriteLine($"rank {communicator.Rank} of {communicator.Size}: peak RSS {peak / (1024.0 * 1024.0):F0} MB");
+            int code = Train(config, output, error, parse.GetValue(CliErrors.VerboseOption), communicator, memory);
+            if (code == 0 && memory.Report() is { } peaks) output.WriteLine($"rank {communicator.Rank} of {communicator.Size}: {peaks}");
             rankLog?.Flush();
             if (code is not (0 or 129 or 130 or 143))
             {
@@ -84,7 +90,7 @@ public static class TrainCommand
         return command;
     }
 
-    static int Train(TrainingConfig config, TextWriter output, TextWriter error, bool verbose, MpiCommunicator? communicator)
+    static int Train(TrainingConfig config, TextWriter output, TextWriter error, bool verbose, MpiCommunicator? communicator, TrainingMemory memory)
     {
         using var cancel = new CancellationTokenSource();
         int interruptedExit = 130;
@@ -121,12 +127,12 @@ public static class TrainCommand
             TrainingSummary summary;
             if (!Console.IsOutputRedirected && ReferenceEquals(output, Console.Out) && AnsiConsole.Profile.Capabilities.Interactive)
             {
-                summary = LiveDisplay.Run(run, cancel.Token);
+                summary = LiveDisplay.Run(run, cancel.Token, memory.Observe);
             }
             else
             {
                 var display = new PlainDisplay(output, config.LogEverySteps);
-                run.Trainer.Progress = display.Show;
+                run.Trainer.Progress = metrics => { memory.Observe(metrics); display.Show(metrics); };
                 run.Trainer.Log = output.WriteLine;
                 summary = run.Run(cancel.Token);
             }
@@ -163,6 +169,34 @@ public static class TrainCommand
         }
     }
 
+    /// <summary>
+    /// Peak resident memory of the run, and of its steady state: loading a model (and ZeRO-3's partitioning of it)
+    /// peaks once, while every training step repeats its own peak, so the kernel's high-water mark is read and reset
+    /// after the first step. What a machine needs to hold the run is the first figure; what each step needs (and what
+    /// ZeRO's partitioning saves) the second.
+    /// </summary>
+    sealed class TrainingMemory
+    {
+        long _beforeReset = -1;
+
+        public void Observe(StepMetrics metrics)
+        {
+            if (_beforeReset >= 0 || metrics.Kind != "train" || !PeakMemory.Supported) return;
+            _beforeReset = PeakMemory.HighWaterMark();
+            PeakMemory.Reset();
+        }
+
+        public string? Report()
+        {
+            if (!PeakMemory.Supported) return null;
+            long since = PeakMemory.HighWaterMark();
+            static string Mb(long bytes) => (bytes / (1024.0 * 1024.0)).ToString("F0", CultureInfo.InvariantCulture);
+            return _beforeReset < 0
+                ? $"peak RSS {Mb(since)} MB"
+                : $"peak RSS {Mb(Math.Max(since, _beforeReset))} MB, {Mb(since)} MB after the first step";
+        }
+    }
+
     /// <summary>A rank's errors go to its log and to the job's stderr (mpirun shows them).</summary>
     sealed class TeeWriter(TextWriter first, TextWriter second) : TextWriter
     {
@@ -185,7 +219,7 @@ public static class TrainCommand
     /// <summary>Spectre.Console live table (step, epoch, loss, lr, throughput, ETA, skips) plus the latest messages.</summary>
     static class LiveDisplay
     {
-        public static TrainingSummary Run(TrainingRun run, CancellationToken cancellationToken)
+        public static TrainingSummary Run(TrainingRun run, CancellationToken cancellationToken, Action<StepMetrics> observe)
         {
             var messages = new Queue<string>();
             StepMetrics? last = null;
@@ -221,6 +255,7 @@ public static class TrainCommand
                 run.Trainer.Log = Message;
                 run.Trainer.Progress = metrics =>
                 {
+                    observe(metrics);
                     if (metrics.Kind == "eval") { evalLoss = metrics.EvalLoss; Message(metrics.ToLogLine()); return; }
                     last = metrics;
                     context.UpdateTarget(Render());

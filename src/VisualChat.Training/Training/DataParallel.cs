@@ -16,8 +16,8 @@ internal readonly record struct GlobalMicroBatch(double Loss, long Targets, long
 /// backward by its share of the global micro-batch's targets (<see cref="Combine"/>) and gradients are <b>summed</b>,
 /// which gives Σ(per-rank loss sums) ÷ (global target count) — a plain average of per-rank means would not.</item>
 /// <item>Gradients are summed in buckets of bucket_mb (<see cref="BucketLayout"/>): all-reduced (ZeRO 0 and 1) or
-/// reduce-scattered so each rank keeps only its chunk (ZeRO 2). Clipping uses the global norm.</item>
-/// <item>ZeRO 1 and 2: AdamW holds moments only for this rank's pieces (flat views into the fp32 master tensors), and
+/// reduce-scattered so each rank keeps only its chunk (ZeRO 2 and 3). Clipping uses the global norm.</item>
+/// <item>ZeRO 1 to 3: AdamW holds moments only for this rank's pieces (flat views into the fp32 master tensors), and
 /// updates only them; the parameters are then all-gathered, so every rank holds the full updated weights.</item>
 /// <item>Checkpoints stay in the single-process layout: the moments are gathered before rank 0 writes them, and a
 /// restore slices the full moments to this rank's pieces, so a run resumes on any number of ranks.</item>
@@ -35,7 +35,9 @@ internal sealed class DataParallel : IDisposable
     /// resident memory (the C allocator keeps the freed blocks), which would eat what ZeRO saves.</summary>
     readonly Tensor _scratch;
 
+    /// <summary>0 to 3; for the trainable tensors stage 3 is stage 2 (the frozen layers are <see cref="FrozenLayerShards"/>'s).</summary>
     public int Stage { get; }
+    public MpiCommunicator Communicator => _comm;
     public int Rank => _comm.Rank;
     public int Size => _comm.Size;
     public bool IsRoot => _comm.IsRoot;
@@ -133,7 +135,7 @@ internal sealed class DataParallel : IDisposable
                 if (!_pieces.TryGetValue(name, out var piece)) continue;
                 var slice = reduced.narrow(0, baseOffset + bucket.Offsets[k] + piece.Start, piece.Length);
                 gradients[name] = slice;
-                if (Stage == 2)
+                if (Stage >= 2)
                 {
                     // A per-piece norm, not square().sum(): no piece-sized temporary lives on until the step ends.
                     double pieceNorm = slice.norm().item<float>();

@@ -53,6 +53,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
     readonly HashSet<string> _restoredSkippedSamples = new(StringComparer.Ordinal);
     /// <summary>Set under mpirun: gradient and loss reduction, ZeRO partitioning.</summary>
     readonly DataParallel? _parallel;
+    /// <summary>ZeRO-3: this rank's 1/N of the frozen decoder layers, gathered layer by layer while they run.</summary>
+    FrozenLayerShards? _shards;
     /// <summary>False on ranks other than 0: they train but write nothing into the run folder.</summary>
     readonly bool _writes;
 
@@ -209,6 +211,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                 using (no_grad())
                     foreach (var (_, parameter, master) in _trainable) parameter.copy_(master);
             }
+            if (_parallel.Stage == 3 && _shards is null) ShardFrozenLayers();
         }
         bool interrupted = false;
         if (_step == 0 && _batchInEpoch == 0 && _epoch == 0 && _data.HasEval) RecordEval(Evaluate());
@@ -241,6 +244,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                     manual_seed((long)(StableRandom.Hash(_config.Seed, "micro-batch", _step, micro) >> 1));
                     using var scope = NewDisposeScope();
                     var result = batch is null ? null : _model.ComputeLoss(batch);
+                    // ZeRO-3's layer gathers are collectives: a rank without a sample takes part in the forward's…
+                    if (batch is null) _shards?.Participate(backward: false);
                     var loss = result?.Loss.to(ScalarType.Float32);
                     double value = loss is null ? 0 : loss.item<float>();
                     long batchTokens = result?.Tokens ?? 0, batchImages = result?.Images ?? 0;
@@ -271,6 +276,10 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                         {
                             using var lossScale = (_scaler.Scale / accumulation * share).ToScalar();   // held: see TorchScalars
                             loss.mul(lossScale).backward();
+                        }
+                        else
+                        {
+                            _shards?.Participate(backward: true, forward: false);   // …and in the backward's
                         }
                         lossSum += value;
                         micro++;
@@ -458,8 +467,21 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         try
         {
             using var noGrad = no_grad();
-            foreach (var batch in _data.EvalBatches(cancellationToken))
+            using var batches = _data.EvalBatches(cancellationToken).GetEnumerator();
+            while (true)
             {
+                bool has = batches.MoveNext();
+                if (_shards is not null)
+                {
+                    // Ranks may hold different numbers of eval batches; ZeRO-3's gathers need all of them in each forward.
+                    if (!_parallel!.AnyRank(has)) break;
+                    if (!has) { _shards.Participate(backward: false); continue; }
+                }
+                else if (!has)
+                {
+                    break;
+                }
+                var batch = batches.Current;
                 using (batch)
                 {
                     using var scope = NewDisposeScope();
@@ -666,8 +688,25 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         if (_writes) _metrics.TruncateAfter(_step);
     }
 
+    /// <summary>ZeRO-3: partitions the frozen decoder layers of the model's language model across the ranks (after
+    /// the trainable weights were broadcast, so all ranks agree) and turns gradient checkpointing on, which the
+    /// layer-by-layer gathers need in backward.</summary>
+    void ShardFrozenLayers()
+    {
+        var decoders = _model.Module.modules().OfType<VisualChat.Model.LlamaModel>().ToList();
+        if (decoders.Count != 1)
+            throw new TrainingConfigException($"distributed.zero_stage 3 partitions the frozen decoder layers of one LLaMA language model; this model has {decoders.Count}. Use zero_stage 2.");
+        var decoder = decoders[0];
+        if (!decoder.GradientCheckpointing) Log?.Invoke("ZeRO-3: gradient checkpointing turned on (each layer's weights are gathered again for its recomputation in backward)");
+        decoder.GradientCheckpointing = true;
+        _shards = new FrozenLayerShards(_parallel!.Communicator, decoder);
+        Log?.Invoke(FormattableString.Invariant(
+            $"ZeRO-3: frozen decoder weights partitioned over {_parallel.Size} ranks: {_shards.ShardElements:N0} of {_shards.TotalElements:N0} elements ({_shards.DType}) kept on this rank, one layer gathered at a time"));
+    }
+
     public void Dispose()
     {
+        _shards?.Dispose();
         _optimizer.Dispose();
         _parallel?.Dispose();
         foreach (var (_, parameter, master) in _trainable)

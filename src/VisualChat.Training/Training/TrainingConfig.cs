@@ -36,7 +36,9 @@ public sealed class DistributedSection
 {
     /// <summary>0: every rank keeps the full AdamW moments and gradients (plain data parallel); 1: each rank keeps
     /// 1/N of the moments and updates only its part of the parameters, which are all-gathered after the step;
-    /// 2: as 1, and gradients are reduce-scattered, so each rank also keeps only its 1/N of the reduced gradients.</summary>
+    /// 2: as 1, and gradients are reduce-scattered, so each rank also keeps only its 1/N of the reduced gradients;
+    /// 3: as 2, and each rank keeps only 1/N of the frozen decoder layers' weights, a layer being all-gathered just
+    /// while it runs (gradient checkpointing is turned on for it).</summary>
     [JsonPropertyName("zero_stage")] public int ZeroStage { get; set; }
     /// <summary>MiB of gradients (or parameters) per collective call.</summary>
     [JsonPropertyName("bucket_mb")] public double BucketMb { get; set; } = 25;
@@ -212,9 +214,7 @@ public sealed class TrainingConfig
         Require(MaxSkipFraction >= 0 && MaxSkipFraction <= 1, "max_skip_fraction", MaxSkipFraction, "must be in [0, 1]");
         Require(!string.IsNullOrWhiteSpace(OutputDir), "output_dir", OutputDir, "must be a folder path");
         Require(!string.IsNullOrWhiteSpace(Resume), "resume", Resume, "none, auto or a checkpoint folder");
-        Require(Distributed.ZeroStage != 3, "distributed.zero_stage", Distributed.ZeroStage,
-            "0, 1 or 2 (stage 3, the frozen language model partitioned across ranks, is not implemented yet)");
-        Require(Distributed.ZeroStage is >= 0 and <= 2, "distributed.zero_stage", Distributed.ZeroStage, "0, 1 or 2");
+        Require(Distributed.ZeroStage is >= 0 and <= 3, "distributed.zero_stage", Distributed.ZeroStage, "0, 1, 2 or 3");
         Require(Distributed.BucketMb > 0 && Distributed.BucketMb <= 4096, "distributed.bucket_mb", Distributed.BucketMb, "must be in (0, 4096]");
     }
 

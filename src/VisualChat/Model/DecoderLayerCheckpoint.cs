@@ -11,7 +11,8 @@ namespace VisualChat.Model;
 /// context, with the kernel's per-forward state, ended with the forward), recomputes the layer with gradients on,
 /// backpropagates the incoming gradient through it — which accumulates the layer's parameter gradients — and returns
 /// the gradients of the input and of the extension's tensors (e.g. the image memory of <c>causal+cross</c>, whose
-/// producer, the projection, trains). LLaMA has no dropout, so the recomputation is exact.
+/// producer, the projection, trains). Under ZeRO-3 the layer's weights are gathered again for the recomputation
+/// (<see cref="LlamaModel.LayerWeights"/>) and released once its backward is done. LLaMA has no dropout, so the recomputation is exact.
 /// </summary>
 internal sealed class DecoderLayerCheckpoint : autograd.MultiTensorFunction<DecoderLayerCheckpoint>
 {
@@ -19,7 +20,7 @@ internal sealed class DecoderLayerCheckpoint : autograd.MultiTensorFunction<Deco
 
     /// <summary>The layer's output for <paramref name="hidden"/>, with a graph node that recomputes the layer in backward.</summary>
     /// <param name="context">This forward's shared layer context; the backward rebuilds one from the saved tensors.</param>
-    public static Tensor Forward(LlamaModel model, LlamaDecoderLayer layer, Tensor hidden, DecoderLayerContext context, Tensor positions,
+    public static Tensor Forward(LlamaModel model, int layer, Tensor hidden, DecoderLayerContext context, Tensor positions,
         Tensor? keyPadding, Tensor? modality, IAttentionExtension? extension)
     {
         // With frozen embeddings the first layer's input needs no gradient, and a node whose inputs need none is never
@@ -31,7 +32,7 @@ internal sealed class DecoderLayerCheckpoint : autograd.MultiTensorFunction<Deco
         return apply(arguments.ToArray())[0];
     }
 
-    sealed record Saved(LlamaModel Model, LlamaDecoderLayer Layer, DecoderLayerContext Context, Tensor Positions, Tensor? KeyPadding, Tensor? Modality,
+    sealed record Saved(LlamaModel Model, int Layer, DecoderLayerContext Context, Tensor Positions, Tensor? KeyPadding, Tensor? Modality,
         IAttentionExtension? Extension);
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
@@ -45,13 +46,13 @@ internal sealed class DecoderLayerCheckpoint : autograd.MultiTensorFunction<Deco
         ctx.save_data("extension", saved.Extension!);
         ctx.save_data("extensionNeedsGrad", extensionTensors.Select(t => t.requires_grad).ToArray());
         using var scope = NewDisposeScope();
-        return [saved.Layer.forward(hidden, saved.Context).DetachFromDisposeScope()];
+        return [saved.Model.layers[saved.Layer].forward(hidden, saved.Context).DetachFromDisposeScope()];
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grad_outputs)
     {
         var tensors = ctx.get_saved_variables();
-        var layer = (LlamaDecoderLayer)ctx.get_data("layer");
+        int layer = (int)ctx.get_data("layer");
         var model = (LlamaModel)ctx.get_data("model");
         var extension = (IAttentionExtension?)ctx.get_data("extension");
         var extensionNeedsGrad = (bool[])ctx.get_data("extensionNeedsGrad");
@@ -59,13 +60,14 @@ internal sealed class DecoderLayerCheckpoint : autograd.MultiTensorFunction<Deco
         Tensor inputGrad;
         var extensionGrads = new Tensor?[extensionNeedsGrad.Length];
         using (var scope = NewDisposeScope())
-        using (enable_grad()) {
+        using (enable_grad())
+        using (model.LayerWeights?.Materialize(layer)) {
             var input = tensors[0].detach().requires_grad_(true);
             var extensionInputs = Enumerable.Range(0, extensionNeedsGrad.Length)
                 .Select(i => extensionNeedsGrad[i] ? tensors[4 + i].detach().requires_grad_(true) : tensors[4 + i].detach()).ToList();
             var rebuilt = extension?.WithTensors(extensionInputs);
             using var context = model.LayerContext(input, tensors[1], Optional(tensors[2]), Optional(tensors[3]), past: 0, cache: null, rebuilt);
-            var output = layer.forward(input, context);
+            var output = model.layers[layer].forward(input, context);
             output.backward([grad_outputs[0]]);
             inputGrad = input.grad!.DetachFromDisposeScope();
             for (int i = 0; i < extensionInputs.Count; i++)

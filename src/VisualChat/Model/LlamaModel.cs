@@ -23,6 +23,8 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
     /// Applies in training mode with gradients enabled and no KV cache; inference is unaffected.
     /// </summary>
     public bool GradientCheckpointing { get; set; }
+    /// <summary>Set while the layers' weights are partitioned (ZeRO-3): each layer is made whole just around its run.</summary>
+    internal IDecoderLayerWeights? LayerWeights { get; set; }
 
     /// <param name="initialize">False skips the linear layers' default init (weights are loaded next).</param>
     public LlamaModel(LlamaConfig config, bool initialize = true) : base(nameof(LlamaModel))
@@ -67,10 +69,12 @@ public sealed class LlamaModel : nn.Module<CausalLMInput, DecoderOutput>
         using var layerContext = LayerContext(hidden, positions, keyPadding, modality, past, cache, extension);
         bool checkpointing = GradientCheckpointing && training && cache is null && is_grad_enabled();
         try {
-            foreach (var layer in layers) {
+            for (int i = 0; i < layers.Count; i++) {
+                var layer = layers[i];
                 using var layerScope = NewDisposeScope();
+                using var weights = LayerWeights?.Materialize(i);
                 hidden = (checkpointing
-                    ? DecoderLayerCheckpoint.Forward(this, layer, hidden, layerContext, positions, keyPadding, modality, extension)
+                    ? DecoderLayerCheckpoint.Forward(this, i, hidden, layerContext, positions, keyPadding, modality, extension)
                     : layer.forward(hidden, layerContext)).MoveToOuterDisposeScope();
             }
         } catch {

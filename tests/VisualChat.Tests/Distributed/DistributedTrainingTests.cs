@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text;
+using System.Text.RegularExpressions;
 using System.Text.Json.Nodes;
 using VisualChat.Cli.Commands;
 using VisualChat.Training;
@@ -124,17 +125,19 @@ public sealed class DistributedTrainingTests(DistributedFixture fixture, ITestOu
         .Select(l => JsonNode.Parse(l)!.AsObject()).Where(o => (string?)o["kind"] == "train")
         .ToDictionary(o => o["step"]!.GetValue<long>(), o => o["loss"]!.GetValue<double>());
 
-    void AssertSameAsReference(string runDir, string output)
+    void AssertSameAsReference(string runDir, string output) => AssertSameAs(fixture.ReferenceRun, runDir, output);
+
+    void AssertSameAs(string referenceRun, string runDir, string output)
     {
         var final = Path.Combine(runDir, "final");
         Assert.True(File.Exists(Path.Combine(final, CheckpointStore.WeightsFile)), $"no final checkpoint in {runDir}:\n{output}");
-        var reference = Path.Combine(fixture.ReferenceRun, "final");
+        var reference = Path.Combine(referenceRun, "final");
         double weights = MaxDifference(Path.Combine(reference, CheckpointStore.WeightsFile), Path.Combine(final, CheckpointStore.WeightsFile));
         double moments = MaxDifference(Path.Combine(reference, CheckpointStore.OptimizerFile), Path.Combine(final, CheckpointStore.OptimizerFile));
         Assert.True(weights <= Tolerance, $"trained tensors differ from one process by {weights:E2}\n{output}");
         Assert.True(moments <= Tolerance, $"AdamW moments differ from one process by {moments:E2}\n{output}");
         // A resumed run logs only the steps it trained: those must match the reference's.
-        var expected = TrainLosses(fixture.ReferenceRun);
+        var expected = TrainLosses(referenceRun);
         var actual = TrainLosses(runDir);
         Assert.NotEmpty(actual);
         Assert.Equal(expected.Keys.Max(), actual.Keys.Max());
@@ -168,6 +171,50 @@ public sealed class DistributedTrainingTests(DistributedFixture fixture, ITestOu
         AssertSameAsReference(Path.Combine(fixture.Root, $"{name}-resumed-on-1"), resumed.Out);
     }
 
+    /// <summary>The decoder frozen, rank-4 LoRA on its attention and the token embeddings training (the
+    /// DeepSpeed-VisualChat split): what ZeRO-3 partitions is the frozen base weights.</summary>
+    const string FrozenDecoder = "\"unfreeze\": [], \"lora_dim\": 4, \"lora_module_name\": [\"self_attn\"]";
+
+    [Fact]
+    public void ZeroStage3KeepsHalfTheFrozenLayersOnEachRankAndTrainsTheSameTensorsAsOneProcess()
+    {
+        var reference = Cli("train", "--config", fixture.Config("np1-frozen", perDevice: 6, extra: FrozenDecoder));
+        Assert.True(reference.Code == 0, reference.Err + reference.Out);
+        var referenceDir = Path.Combine(fixture.Root, "np1-frozen");
+
+        // The last global batch leaves rank 1 without a sample: it still joins every layer's gather, in the forward,
+        // in the backward's recomputation and in the evaluation.
+        var (code, output) = RunMpi(2, "train", "--config", fixture.Config("np2-zero3", perDevice: 3, zeroStage: 3, extra: FrozenDecoder));
+        Assert.True(code == 0, output);
+        var runDir = Path.Combine(fixture.Root, "np2-zero3");
+        AssertSameAs(referenceDir, runDir, output);
+        var partitioned = Regex.Match(output, @"ZeRO-3: frozen decoder weights partitioned over 2 ranks: ([\d,]+) of ([\d,]+) elements");
+        Assert.True(partitioned.Success, output);
+        long kept = long.Parse(partitioned.Groups[1].Value, NumberStyles.AllowThousands, CultureInfo.InvariantCulture);
+        long total = long.Parse(partitioned.Groups[2].Value, NumberStyles.AllowThousands, CultureInfo.InvariantCulture);
+        // Each layer's chunk is rounded up to a whole element: at most one element of padding per layer.
+        Assert.InRange(kept * 2 - total, 0, 2);
+        Assert.Contains("ZeRO-3: frozen decoder weights partitioned", File.ReadAllText(Path.Combine(runDir, "rank-1.log")));
+
+        // 2 → 1 and 1 → 2: checkpoints keep the single-process layout whatever the stage.
+        var resumed = Cli("train", "--config", fixture.Config("np2-zero3-resumed-on-1", perDevice: 6, zeroStage: 3, extra: FrozenDecoder),
+            "--resume", Path.Combine(runDir, "epoch-1"));
+        Assert.True(resumed.Code == 0, resumed.Err + resumed.Out);
+        AssertSameAs(referenceDir, Path.Combine(fixture.Root, "np2-zero3-resumed-on-1"), resumed.Out);
+        (code, output) = RunMpi(2, "train", "--config", fixture.Config("np1-resumed-on-2-zero3", perDevice: 3, zeroStage: 3, extra: FrozenDecoder),
+            "--resume", Path.Combine(referenceDir, "epoch-1"));
+        Assert.True(code == 0, output);
+        AssertSameAs(referenceDir, Path.Combine(fixture.Root, "np1-resumed-on-2-zero3"), output);
+    }
+
+    [Fact]
+    public void ZeroStage3WithNothingFrozenInTheLayersIsRefusedOnEveryRank()
+    {
+        var (code, output) = RunMpi(2, "train", "--config", fixture.Config("np2-zero3-all-trained", perDevice: 3, zeroStage: 3));
+        Assert.Equal(2, code);
+        Assert.Contains("use zero_stage 2", output);
+    }
+
     [Fact]
     public void ZeroStage2ResumesAOneProcessCheckpointOnTwoRanks()
     {
@@ -180,12 +227,15 @@ public sealed class DistributedTrainingTests(DistributedFixture fixture, ITestOu
         AssertSameAsReference(Path.Combine(fixture.Root, "np2-zero2-resumed"), output);
     }
 
-    [Fact]
-    public void TheVisualChatRecipeOnTwoRanksUnderZero2EqualsOneProcess()
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void TheVisualChatRecipeOnTwoRanksEqualsOneProcess(int zeroStage)
     {
         // Images go through the sharded loader: 22 training conversations in global batches of 4 leave rank 1 without
-        // a sample in the last one, which the loader must pass over at its place in the plan.
-        var root = Path.Combine(fixture.Root, "visualchat");
+        // a sample in the last one, which the loader must pass over at its place in the plan. Under ZeRO-3 the frozen
+        // LM's layers are gathered one at a time (MMCA, the projection and the token embeddings train).
+        var root = Path.Combine(fixture.Root, $"visualchat-zero{zeroStage}");
         Assert.Equal(0, Cli("init-model", "--preset", "tiny", "--kind", "visualchat", "--out", Path.Combine(root, "model"), "--seed", "3").Code);
         Assert.Equal(0, Cli("data", "shapes", "--out", Path.Combine(root, "data"), "--train", "23", "--eval", "4").Code);
         File.WriteAllText(Path.Combine(root, "data.json"), new JsonObject {
@@ -199,7 +249,7 @@ public sealed class DistributedTrainingTests(DistributedFixture fixture, ITestOu
                 ["model"] = new JsonObject { ["kind"] = "visualchat", ["path"] = Path.Combine(root, "model") },
                 ["data_config"] = Path.Combine(root, "data.json"), ["output_dir"] = Path.Combine(root, name), ["precision"] = "fp32",
                 ["per_device_train_batch_size"] = perDevice, ["per_device_eval_batch_size"] = 2, ["learning_rate"] = 1e-2, ["adam_beta1"] = 0.9,
-                ["distributed"] = new JsonObject { ["zero_stage"] = 2 },
+                ["distributed"] = new JsonObject { ["zero_stage"] = zeroStage },
             }.ToJsonString());
             return path;
         }
@@ -210,7 +260,7 @@ public sealed class DistributedTrainingTests(DistributedFixture fixture, ITestOu
         Assert.True(code == 0, output);
         double weights = MaxDifference(Path.Combine(root, "one", "final", CheckpointStore.WeightsFile), Path.Combine(root, "two", "final", CheckpointStore.WeightsFile));
         double moments = MaxDifference(Path.Combine(root, "one", "final", CheckpointStore.OptimizerFile), Path.Combine(root, "two", "final", CheckpointStore.OptimizerFile));
-        log.WriteLine($"visualchat ZeRO-2: max |Δ| weights {weights:E2}, AdamW moments {moments:E2}");
+        log.WriteLine($"visualchat ZeRO-{zeroStage}: max |Δ| weights {weights:E2}, AdamW moments {moments:E2}");
         Assert.True(weights <= Tolerance && moments <= Tolerance, $"weights differ by {weights:E2}, moments by {moments:E2}\n{output}");
         Assert.Equal(TrainLosses(Path.Combine(root, "one")).Keys, TrainLosses(Path.Combine(root, "two")).Keys);
     }

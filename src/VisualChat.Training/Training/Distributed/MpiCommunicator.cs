@@ -105,6 +105,20 @@ public sealed unsafe class MpiCommunicator : IDisposable
             MpiNative.Check(MpiNative.Allgather(MpiNative.InPlace, 0, MpiNative.Float, p, total / Size, MpiNative.Float, MpiNative.CommWorld), "MPI_Allgather");
     }
 
+    /// <summary>As <see cref="AllGatherInPlace"/> for a tensor of any element type (moved as bytes: nothing is
+    /// reduced), e.g. a bf16 layer's weights.</summary>
+    public void AllGatherBytesInPlace(Tensor buffer)
+    {
+        if (buffer.device_type != DeviceType.CPU || !buffer.is_contiguous() || buffer.storage_offset() != 0)
+            throw new ArgumentException($"MPI buffers must be contiguous CPU tensors starting at their storage's offset 0 (got {buffer.dtype} on {buffer.device_type}).", nameof(buffer));
+        long bytes = buffer.numel() * buffer.ElementSize;
+        if (bytes % Size != 0) throw new ArgumentException($"all-gather: {bytes} bytes do not split into {Size} equal blocks.", nameof(buffer));
+        if (bytes / Size > int.MaxValue) throw new ArgumentException($"all-gather: {bytes / Size} bytes per rank exceed one MPI call's int count.", nameof(buffer));
+        if (bytes == 0) return;
+        fixed (byte* p = buffer.bytes)
+            MpiNative.Check(MpiNative.Allgather(MpiNative.InPlace, 0, MpiNative.Byte, p, (int)(bytes / Size), MpiNative.Byte, MpiNative.CommWorld), "MPI_Allgather");
+    }
+
     /// <summary>Copies root's float32 tensor to every rank, in place.</summary>
     public void Broadcast(Tensor buffer, int root = 0)
     {

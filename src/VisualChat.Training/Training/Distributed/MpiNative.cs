@@ -18,7 +18,7 @@ internal static unsafe class MpiNative
     /// <summary>MPI_IN_PLACE is <c>(void*)1</c> in Open MPI.</summary>
     public static readonly void* InPlace = (void*)1;
 
-    public static IntPtr CommWorld, Float, Double, Int64, OpSum;
+    public static IntPtr CommWorld, Byte, Float, Double, Int64, OpSum;
 
     public static delegate* unmanaged<int*, byte***, int, int*, int> InitThread;
     public static delegate* unmanaged<int*, int> Initialized;
@@ -57,6 +57,7 @@ internal static unsafe class MpiNative
         }
         IntPtr Symbol(string name) => NativeLibrary.GetExport(handle, name);
         CommWorld = Symbol("ompi_mpi_comm_world");
+        Byte = Symbol("ompi_mpi_byte");
         Float = Symbol("ompi_mpi_float");
         Double = Symbol("ompi_mpi_double");
         Int64 = Symbol("ompi_mpi_int64_t");
