@@ -32,7 +32,10 @@ internal sealed class DataParallel : IDisposable
     readonly Dictionary<string, Tensor> _masters;
     /// <summary>One bucket's worth of floats, reused by every transient collective buffer (the ZeRO-2 gradient send
     /// buffer, the parameter all-gather): allocating and freeing a bucket-sized block per call grows the process's
-    /// resident memory (the C allocator keeps the freed blocks), which would eat what ZeRO saves.</summary>
+    /// resident memory (the C allocator keeps the freed blocks), which would eat what ZeRO saves. Sized to the largest
+    /// bucket of at most bucket_mb: a tensor larger than that has a bucket of its own, and keeping a buffer of its size
+    /// resident would cancel ZeRO's saving on it (a 98 MB embedding matrix: its ZeRO-1 moments save exactly that);
+    /// such a bucket gets a buffer of its own per call instead, which the allocator maps and unmaps as a whole.</summary>
     readonly Tensor _scratch;
 
     /// <summary>0 to 3; for the trainable tensors stage 3 is stage 2 (the frozen layers are <see cref="FrozenLayerShards"/>'s).</summary>
@@ -50,7 +53,8 @@ internal sealed class DataParallel : IDisposable
         _layout = new BucketLayout(masters.Select(m => m.Master.numel()).ToList(), bucketElements, communicator.Size);
         _pieces = _layout.Pieces(communicator.Rank).ToDictionary(p => masters[p.Tensor].Name, StringComparer.Ordinal);
         _masters = masters.ToDictionary(m => m.Name, m => m.Master, StringComparer.Ordinal);
-        _scratch = empty(_layout.Buckets.Max(b => b.Size), ScalarType.Float32).DetachFromDisposeScope();
+        long largest = _layout.Buckets.Select(b => b.Size).Where(size => size <= bucketElements + communicator.Size).DefaultIfEmpty(0).Max();
+        _scratch = empty(Math.Max(1, largest), ScalarType.Float32).DetachFromDisposeScope();
     }
 
     /// <summary>What AdamW updates for a master tensor: all of it (ZeRO 0), this rank's piece as a flat view of its
@@ -109,6 +113,7 @@ internal sealed class DataParallel : IDisposable
             var bucket = _layout.Buckets[b];
             // ZeRO 0/1 keep the summed gradient until the step ends (AdamW reads views of it); ZeRO 2 sends it away.
             var flat = Stage < 2 ? zeros(bucket.Size, ScalarType.Float32) : Scratch(bucket.Size).zero_();
+            bool ownFlat = Stage >= 2 && bucket.Size > _scratch.numel();
             for (int k = 0; k < bucket.Count; k++)
                 if (grads[bucket.First + k] is { } grad) flat.narrow(0, bucket.Offsets[k], grad.numel()).copy_(grad.reshape(-1));
             Tensor reduced;
@@ -122,6 +127,7 @@ internal sealed class DataParallel : IDisposable
             {
                 reduced = empty(bucket.Chunk, ScalarType.Float32);
                 _comm.ReduceScatterSum(flat, reduced);
+                if (ownFlat) flat.Dispose();   // an oversize bucket's send buffer: freed now, not at the end of the step
                 baseOffset = -Rank * bucket.Chunk;
             }
             if (unscale is not null) reduced.mul_(unscale);
@@ -157,7 +163,9 @@ internal sealed class DataParallel : IDisposable
         return (gradients, norm);
     }
 
-    Tensor Scratch(long size) => _scratch.narrow(0, 0, size);
+    /// <summary>A transient buffer of <paramref name="size"/> floats in the caller's dispose scope: a view of the shared
+    /// scratch, or a buffer of its own for an oversize bucket.</summary>
+    Tensor Scratch(long size) => size <= _scratch.numel() ? _scratch.narrow(0, 0, size) : empty(size, ScalarType.Float32);
 
     public void Dispose() => _scratch.Dispose();
 

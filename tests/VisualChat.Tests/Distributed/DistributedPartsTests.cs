@@ -51,8 +51,8 @@ public sealed class DistributedPartsTests
     }
 
     [Theory]
-    [InlineData("\"zero_stage\": 3", "distributed.zero_stage", "not implemented")]
-    [InlineData("\"zero_stage\": -1", "distributed.zero_stage", "0, 1 or 2")]
+    [InlineData("\"zero_stage\": 4", "distributed.zero_stage", "0, 1, 2 or 3")]
+    [InlineData("\"zero_stage\": -1", "distributed.zero_stage", "0, 1, 2 or 3")]
     [InlineData("\"bucket_mb\": 0", "distributed.bucket_mb", "(0, 4096]")]
     [InlineData("\"zero_stages\": 1", "zero_stages", "")]
     public void BadDistributedSettingsNameTheKey(string setting, string key, string hint)

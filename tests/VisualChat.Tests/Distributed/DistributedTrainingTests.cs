@@ -273,17 +273,24 @@ public sealed class DistributedTrainingTests(DistributedFixture fixture, ITestOu
         var start = new ProcessStartInfo(host) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "vchat.dll"), "bench", "distributed", "--preset", "tiny", "--steps", "2",
                      "--seq-len", "16", "--allreduce-mb", "1", "--out", Path.Combine(fixture.Root, "bench") })
+        {
             start.ArgumentList.Add(a);
+        }
+        var output = new StringBuilder();
         using var process = Process.Start(start)!;
-        var stderr = process.StandardError.ReadToEndAsync();
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
+        process.BeginErrorReadLine();
         var stdout = process.StandardOutput.ReadToEnd();
         Assert.True(process.WaitForExit(TimeSpan.FromSeconds(240)), stdout);
-        Assert.True(process.ExitCode == 0, stdout + stderr.Result);
+        process.WaitForExit();
+        lock (output) Assert.True(process.ExitCode == 0, stdout + output);
         log.WriteLine(stdout);
         Assert.Matches(@"all-reduce of 1 MiB over 2 ranks: [0-9.]+ s .* memcpy of the same bytes: [0-9.]+ s .* all-reduce / memcpy time: [0-9.]+×", stdout);
         Assert.Matches(@"1 process +[0-9.]+ +1\.00 +\d+ +\d+ ", stdout);
         foreach (int stage in new[] { 0, 1, 2 })
+        {
             Assert.Matches($@"2 ranks, ZeRO {stage} +[0-9.]+ +[0-9.]+ +\d+ / \d+ +\d+ / \d+ +[-+]?\d+ / [-+]?\d+ *\n", stdout);
+        }
         // ZeRO 3 keeps half of the frozen decoder on each rank (one element of padding per layer at most).
         Assert.Matches(@"2 ranks, ZeRO 3 +[0-9.]+ +[0-9.]+ +\d+ / \d+ +\d+ / \d+ +[-+]?\d+ / [-+]?\d+ +50\.0 ?%", stdout);
     }
