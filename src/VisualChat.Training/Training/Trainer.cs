@@ -699,7 +699,8 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
         var decoder = decoders[0];
         if (!decoder.GradientCheckpointing) Log?.Invoke("ZeRO-3: gradient checkpointing turned on (each layer's weights are gathered again for its recomputation in backward)");
         decoder.GradientCheckpointing = true;
-        _shards = new FrozenLayerShards(_parallel!.Communicator, decoder);
+        try { _shards = new FrozenLayerShards(_parallel!.Communicator, decoder); }
+        catch (ArgumentException e) { throw new TrainingConfigException(e.Message); }
         Log?.Invoke(FormattableString.Invariant(
             $"ZeRO-3: frozen decoder weights partitioned over {_parallel.Size} ranks: {_shards.ShardElements:N0} of {_shards.TotalElements:N0} elements ({_shards.DType}) kept on this rank, one layer gathered at a time"));
     }

@@ -39,15 +39,16 @@ internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
 
     /// <summary>Partitions the frozen parameters of <paramref name="model"/>'s decoder layers (they must be the same on
     /// every rank: the caller loads or broadcasts them first) and installs itself as the model's layer weights.</summary>
+    /// <exception cref="ArgumentException">A layer has no frozen weight, or the frozen weights mix element types.</exception>
     public FrozenLayerShards(MpiCommunicator communicator, LlamaModel model)
     {
         (_comm, _model) = (communicator, model);
         var frozen = model.layers.Select(layer => layer.parameters().Where(p => !p.requires_grad).ToArray()).ToArray();
         var dtypes = frozen.SelectMany(ps => ps).Select(p => p.dtype).Distinct().ToList();
         if (dtypes.Count > 1)
-            throw new TrainingConfigException($"distributed.zero_stage 3: the frozen decoder weights mix {string.Join(" and ", dtypes)}; load the model in one precision.");
+            throw new ArgumentException($"distributed.zero_stage 3: the frozen decoder weights mix {string.Join(" and ", dtypes)}; load the model in one precision.");
         if (Array.FindIndex(frozen, ps => ps.Length == 0) is >= 0 and var allTrained)
-            throw new TrainingConfigException($"distributed.zero_stage 3 partitions the frozen weights of the decoder layers, but every weight of layer {allTrained} trains (unfreeze: [\"*\"]?); use zero_stage 2.");
+            throw new ArgumentException($"distributed.zero_stage 3 partitions the frozen weights of the decoder layers, but every weight of layer {allTrained} trains (unfreeze: [\"*\"]?); use zero_stage 2.");
         DType = dtypes[0];
         int size = communicator.Size, rank = communicator.Rank;
         _layers = new LayerShard[frozen.Length];
