@@ -172,8 +172,8 @@ public static class TrainCommand
     /// <summary>
     /// Peak resident memory of the run, and of its steady state: loading a model (and ZeRO-3's partitioning of it)
     /// peaks once, while every training step repeats its own peak, so the kernel's high-water mark is read, the
-    /// allocator's free pages returned, and the mark reset after the first step. What a machine needs to hold the run is the first figure; what each step needs (and what
-    /// ZeRO's partitioning saves) the second.
+    /// allocator's free pages returned, and the mark reset after the first step. What a machine needs to hold the run
+    /// is the first figure; what each step needs (and what ZeRO's partitioning saves) the second.
     /// </summary>
     sealed class TrainingMemory
     {

@@ -37,7 +37,7 @@ public static partial class DistributedBenchmark
     {
         string mpirun = FindMpirun();
         Directory.CreateDirectory(options.WorkDir);
-        string tokenizer = Path.Combine(options.WorkDir, "tokenizer"), model = Path.Combine(options.WorkDir, "model");
+        string tokenizer = Path.Combine(options.WorkDir, "tokenizer"), model = Path.Combine(options.WorkDir, "model-" + options.Preset);
         // The preset's weights with a small built-in tokenizer: the texts' ids are a subset of any vocabulary, and the
         // bench needs no downloaded LLaMA tokenizer.
         if (!Directory.Exists(tokenizer)) RunVchat(log, null, "init-model", "--preset", "tiny", "--kind", "lm", "--out", tokenizer);
@@ -50,7 +50,7 @@ public static partial class DistributedBenchmark
 
         log.WriteLine($"all-reduce of {options.AllReduceMb:G} MB over {options.Ranks} ranks…");
         var allReduce = ParseProbe(RunProcess(log, mpirun, MpirunArguments(options.Ranks).Concat(VchatCommand()).Concat(
-            ["bench", "distributed", "--allreduce-mb", options.AllReduceMb.ToString(CultureInfo.InvariantCulture)]), null).Output, options.Ranks);
+            ["bench", "distributed", "--allreduce-mb", options.AllReduceMb.ToString(CultureInfo.InvariantCulture)]), null), options.Ranks);
 
         var runs = new List<RunRow>();
         string Config(string name, int ranks, int stage)
@@ -73,14 +73,14 @@ public static partial class DistributedBenchmark
         // across processes, not of thread counts.
         var single = RunProcess(log, VchatCommand()[0], VchatCommand().Skip(1).Concat(["train", "--config", Config("np1", 1, 0)]),
             new Dictionary<string, string> { [VisualChat.Model.DevicePolicy.ThreadsVariable] = "1" });
-        runs.Add(ParseRun("1 process", 1, null, Path.Combine(options.WorkDir, "runs", "np1"), [single.Output]));
+        runs.Add(ParseRun("1 process", 1, null, Path.Combine(options.WorkDir, "runs", "np1"), [single]));
         foreach (int stage in options.Stages)
         {
             string name = $"np{options.Ranks}-zero{stage}";
             log.WriteLine($"{options.Ranks} ranks, ZeRO {stage}…");
             var result = RunProcess(log, mpirun, MpirunArguments(options.Ranks).Concat(VchatCommand()).Concat(["train", "--config", Config(name, options.Ranks, stage)]), null);
             var runDir = Path.Combine(options.WorkDir, "runs", name);
-            var outputs = new List<string> { result.Output };
+            var outputs = new List<string> { result };
             for (int rank = 1; rank < options.Ranks; rank++) outputs.Add(File.ReadAllText(Path.Combine(runDir, $"rank-{rank}.log")));
             runs.Add(ParseRun($"{options.Ranks} ranks, ZeRO {stage}", options.Ranks, stage, runDir, outputs));
         }
@@ -187,13 +187,13 @@ public static partial class DistributedBenchmark
     static void RunVchat(TextWriter log, IReadOnlyDictionary<string, string>? environment, params string[] args) =>
         RunProcess(log, VchatCommand()[0], VchatCommand().Skip(1).Concat(args), environment);
 
-    static (string Output, TimeSpan Wall) RunProcess(TextWriter log, string file, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment)
+    /// <summary>Runs a process to its end and returns its output (stdout and stderr); a failure throws, its output logged.</summary>
+    static string RunProcess(TextWriter log, string file, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment)
     {
         var start = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args) start.ArgumentList.Add(a);
         foreach (var (key, value) in environment ?? new Dictionary<string, string>()) start.Environment[key] = value;
         var output = new StringBuilder();
-        var clock = Stopwatch.StartNew();
         using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {file}");
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
@@ -207,6 +207,6 @@ public static partial class DistributedBenchmark
             log.WriteLine(text);
             throw new InvalidOperationException($"'{file} {string.Join(' ', start.ArgumentList)}' failed with exit code {process.ExitCode} (its output is above).");
         }
-        return (text, clock.Elapsed);
+        return text;
     }
 }

@@ -245,7 +245,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                     using var scope = NewDisposeScope();
                     var result = batch is null ? null : _model.ComputeLoss(batch);
                     // ZeRO-3's layer gathers are collectives: a rank without a sample takes part in the forward's…
-                    if (batch is null) _shards?.Participate(backward: false);
+                    if (batch is null) _shards?.JoinForward();
                     var loss = result?.Loss.to(ScalarType.Float32);
                     double value = loss is null ? 0 : loss.item<float>();
                     long batchTokens = result?.Tokens ?? 0, batchImages = result?.Images ?? 0;
@@ -279,7 +279,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                         }
                         else
                         {
-                            _shards?.Participate(backward: true, forward: false);   // …and in the backward's
+                            _shards?.JoinBackward();   // …and in the backward's
                         }
                         lossSum += value;
                         micro++;
@@ -475,7 +475,7 @@ public sealed class Trainer<TBatch> : ITrainer where TBatch : IDisposable
                 {
                     // Ranks may hold different numbers of eval batches; ZeRO-3's gathers need all of them in each forward.
                     if (!_parallel!.AnyRank(has)) break;
-                    if (!has) { _shards.Participate(backward: false); continue; }
+                    if (!has) { _shards.JoinForward(); continue; }
                 }
                 else if (!has)
                 {

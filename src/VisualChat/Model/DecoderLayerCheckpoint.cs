@@ -12,7 +12,8 @@ namespace VisualChat.Model;
 /// backpropagates the incoming gradient through it — which accumulates the layer's parameter gradients — and returns
 /// the gradients of the input and of the extension's tensors (e.g. the image memory of <c>causal+cross</c>, whose
 /// producer, the projection, trains). Under ZeRO-3 the layer's weights are gathered again for the recomputation
-/// (<see cref="LlamaModel.LayerWeights"/>) and released once its backward is done. LLaMA has no dropout, so the recomputation is exact.
+/// (<see cref="LlamaModel.LayerWeights"/>) and released once its backward is done. LLaMA has no dropout, so the
+/// recomputation is exact.
 /// </summary>
 internal sealed class DecoderLayerCheckpoint : autograd.MultiTensorFunction<DecoderLayerCheckpoint>
 {

@@ -15,7 +15,7 @@ namespace VisualChat.Training.Distributed;
 /// Trainable tensors in a layer (LoRA factors, unfrozen weights) stay whole on every rank: the optimizer side of ZeRO
 /// (stage 2) partitions their state and gradients.
 /// <para>The gathers are collectives: every rank must run the same layers in the same order. A rank with no sample in
-/// a global micro-batch calls <see cref="Participate"/> to take part without a batch; the backward needs gradient
+/// a global micro-batch calls <see cref="JoinForward"/> and <see cref="JoinBackward"/> to take part without a batch; the backward needs gradient
 /// checkpointing (else autograd would keep the gathered weights of every layer alive until the backward).</para>
 /// </summary>
 internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
@@ -26,6 +26,8 @@ internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
     /// <summary>One layer's worth of gathered weights, reused by every layer (one is whole at a time).</summary>
     readonly Tensor _buffer;
     readonly Tensor _empty;
+    /// <summary>Each partitioned parameter's shape, recorded before its first release (released, its shape is [0]).</summary>
+    readonly Dictionary<Parameter, long[]> _shapes = new(ReferenceEqualityComparer.Instance);
     int _whole = -1;
 
     sealed record LayerShard(Parameter[] Parameters, long[] Offsets, long Chunk, Tensor Own);
@@ -105,18 +107,18 @@ internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
         return new WholeLayer(this, layer);
     }
 
-    /// <summary>This rank's part in a global micro-batch it has no sample of: the gathers of a forward over all layers
-    /// and/or those of the checkpointed backward (layers in reverse order).</summary>
-    public void Participate(bool backward, bool forward = true)
+    /// <summary>For a rank with no sample in a global micro-batch: its part in the gathers of the others' forward,
+    /// layer by layer in order.</summary>
+    public void JoinForward()
     {
-        if (forward)
-            for (int i = 0; i < _layers.Length; i++) Materialize(i).Dispose();
-        if (backward)
-            for (int i = _layers.Length - 1; i >= 0; i--) Materialize(i).Dispose();
+        for (int i = 0; i < _layers.Length; i++) Materialize(i).Dispose();
     }
 
-    // Shapes are remembered on first release: once released, a parameter's own shape is [0].
-    readonly Dictionary<Parameter, long[]> _shapes = new(ReferenceEqualityComparer.Instance);
+    /// <summary>As <see cref="JoinForward"/> for the others' checkpointed backward (layers in reverse order).</summary>
+    public void JoinBackward()
+    {
+        for (int i = _layers.Length - 1; i >= 0; i--) Materialize(i).Dispose();
+    }
 
     void Release(LayerShard shard)
     {
