@@ -105,16 +105,29 @@ public static class TrainingRunFactory
         var llamaConfig = LlamaConfig.Load(configPath);
         if (llamaConfig.VocabSize < tokenizer.VocabSize)
             throw new TrainingConfigException($"Model vocab_size {llamaConfig.VocabSize} ({configPath}) is smaller than the tokenizer's {tokenizer.VocabSize}.");
-        var model = new LlamaForCausalLM(llamaConfig, seed: config.Seed);
-        if (config.Model.Path is { } folder && HasWeights(folder))
+        LlamaForCausalLM model;
+        string? weights = config.Model.Path is { } folder && HasWeights(folder) ? folder : null;
+        if (weights is not null && communicator is not null && config.Distributed.ZeroStage == 3 && config.Model.Config is null)
         {
-            using var source = TensorFiles.Open(folder);
-            var report = StateDict.Load(model, source);
-            log?.Invoke($"loaded {report.Loaded.Count} tensors from {folder}");
+            // ZeRO-3: fp32 weights are used in place from a private memory mapping, so a rank reads only the pages of
+            // its own shards and of the tensors that stay whole: no rank ever holds the whole decoder, at load either.
+            // (Other runs copy, which also checks every tensor for NaN/Inf; mapping skips that to leave pages unread.)
+            model = LlamaForCausalLM.FromPretrained(weights, memoryMap: true);
+            log?.Invoke($"memory-mapped the weights of {weights} (ZeRO-3: this rank reads only its shards' pages)");
         }
         else
         {
-            log?.Invoke($"no weights in model.path; training from a random init of {configPath}");
+            model = new LlamaForCausalLM(llamaConfig, seed: config.Seed);
+            if (weights is not null)
+            {
+                using var source = TensorFiles.Open(weights);
+                var report = StateDict.Load(model, source);
+                log?.Invoke($"loaded {report.Loaded.Count} tensors from {weights}");
+            }
+            else
+            {
+                log?.Invoke($"no weights in model.path; training from a random init of {configPath}");
+            }
         }
 
         model.to(TorchSharp.torch.device(config.Device));
