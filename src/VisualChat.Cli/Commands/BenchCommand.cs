@@ -57,11 +57,12 @@ public static class BenchCommand
         var formats = new Option<string>("--formats") { Description = "Comma-separated weight formats for the fused kernels: fp32, bf16, q8.", DefaultValueFactory = _ => "fp32,bf16,q8" };
         var batches = new Option<string>("--batches") { Description = "Comma-separated batch sizes (sequences decoded together).", DefaultValueFactory = _ => "1,8" };
         var peer = new Option<string?>("--peer-cmd") { Description = "A peer decoder's command line that prints 'achieved tok/s: X' (e.g. llama2.c's run); run alternately with ours." };
+        var llama2c = new Option<string?>("--peer-llama2c") { Description = "llama2.c's compiled run (with its tokenizer.bin beside it): the preset's weights are written in llama2.c's format and run as the peer (OMP threads = ours)." };
         var rounds = new Option<int>("--peer-rounds") { Description = "Alternating rounds of the peer and our fp32 batch-1 decode.", DefaultValueFactory = _ => 3 };
         var repeats = new Option<int>("--repeats") { Description = "Timed runs per row (the fastest is reported, against the highest bandwidth reading of the row).", DefaultValueFactory = _ => 3 };
         var prefill = new Option<int>("--prefill-tokens") { Description = "Prompt length of the prefill measurement (libtorch GEMMs, against the GEMM peak); 0 skips it.", DefaultValueFactory = _ => 128 };
         var command = new Command("decode", "Decode tokens/s per weight format and batch size vs the streaming-read bound measured in the same run")
-            { preset, tokens, prompt, formats, batches, peer, rounds, repeats, prefill };
+            { preset, tokens, prompt, formats, batches, peer, llama2c, rounds, repeats, prefill };
         command.SetAction(parse =>
         {
             var stdout = parse.InvocationConfiguration.Output;
@@ -79,6 +80,24 @@ public static class BenchCommand
                 return 1;
             }
             var batchList = batchTexts.Select(int.Parse).ToArray();
+            string? peerCommand = parse.GetValue(peer);
+            string? peerCheckpoint = null;
+            if (parse.GetValue(llama2c) is { } run)
+            {
+                string tokenizer = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(run)) ?? ".", "tokenizer.bin");
+                if (!File.Exists(run) || !File.Exists(tokenizer))
+                {
+                    parse.InvocationConfiguration.Error.WriteLine($"vchat bench decode: --peer-llama2c '{run}' must be llama2.c's compiled run with its tokenizer.bin beside it ({tokenizer}); build it with gcc -Ofast -fopenmp -march=native run.c -lm -o run.");
+                    return 1;
+                }
+                // The same weights ours decode (DecodeBenchmark's seed 0), in llama2.c's layout; a prompt of about the
+                // same length, every step one token as ours.
+                peerCheckpoint = Path.Combine(Path.GetTempPath(), $"vchat-llama2c-{Environment.ProcessId}.bin");
+                using (var model = new VisualChat.Model.LlamaForCausalLM(config, 0))
+                    Llama2cCheckpoint.Write(model, peerCheckpoint, parse.GetValue(prompt) + parse.GetValue(tokens) + 8);
+                peerCommand = $"OMP_NUM_THREADS={Roofline.DecodeThreads} '{Path.GetFullPath(run)}' '{peerCheckpoint}' -z '{tokenizer}' -t 0 " +
+                    $"-n {parse.GetValue(prompt) + parse.GetValue(tokens)} -i 'Once upon a time, there was a little girl who loved to play outside'";
+            }
             stdout.WriteLine($"machine: {MachineInfo.Current()}");
             var bandwidth = Roofline.StreamingReadProbe(out var probeBuffer);
             using var _ = probeBuffer;
@@ -106,7 +125,7 @@ public static class BenchCommand
                 var agreement = DecodeBenchmark.Q8Agreement(config);
                 stdout.WriteLine($"q8 vs fp32 over {agreement.Positions} teacher-forced positions: greedy token agrees at {agreement.TopOneAgreement:P1}; logit RMS error {agreement.RelativeLogitRmsError:P2} of the logits' RMS");
             }
-            if (parse.GetValue(peer) is { } peerCommand)
+            if (peerCommand is not null)
             {
                 var ours = new List<double>();
                 var theirs = new List<double>();
@@ -119,6 +138,7 @@ public static class BenchCommand
                 stdout.WriteLine($"  peer tok/s per round: {string.Join(", ", theirs.Select(t => t.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}; " +
                     $"ours (fused fp32, batch 1): {string.Join(", ", ours.Select(t => t.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}");
                 stdout.WriteLine($"  ours / peer (median): {Median(ours) / Median(theirs):F2}×");
+                if (peerCheckpoint is not null) File.Delete(peerCheckpoint);
             }
             else if (fusedFp32 > 0)
             {
