@@ -81,22 +81,25 @@ public static class BenchCommand
             }
             var batchList = batchTexts.Select(int.Parse).ToArray();
             string? peerCommand = parse.GetValue(peer);
-            string? peerCheckpoint = null;
-            if (parse.GetValue(llama2c) is { } run)
+            string? llama2cRun = parse.GetValue(llama2c), llama2cTokenizer = null;
+            if (llama2cRun is not null)
             {
-                string tokenizer = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(run)) ?? ".", "tokenizer.bin");
-                if (!File.Exists(run) || !File.Exists(tokenizer))
+                llama2cTokenizer = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(llama2cRun)) ?? ".", "tokenizer.bin");
+                string? problem = !File.Exists(llama2cRun) || !File.Exists(llama2cTokenizer)
+                    ? $"must be llama2.c's compiled run with its tokenizer.bin beside it ({llama2cTokenizer}); build it with gcc -Ofast -fopenmp -march=native run.c -lm -o run"
+                    : config.VocabSize != Llama2cCheckpoint.TokenizerVocabulary
+                        ? $"needs a preset with llama2.c's {Llama2cCheckpoint.TokenizerVocabulary}-id vocabulary (its tokenizer.bin); '{lm.Name}' has {config.VocabSize}"
+                        : peerCommand is not null ? "and --peer-cmd are two peers; give one" : null;
+                if (problem is not null)
                 {
-                    parse.InvocationConfiguration.Error.WriteLine($"vchat bench decode: --peer-llama2c '{run}' must be llama2.c's compiled run with its tokenizer.bin beside it ({tokenizer}); build it with gcc -Ofast -fopenmp -march=native run.c -lm -o run.");
+                    parse.InvocationConfiguration.Error.WriteLine($"vchat bench decode: --peer-llama2c '{llama2cRun}' {problem}.");
                     return 1;
                 }
-                // The same weights ours decode (DecodeBenchmark's seed 0), in llama2.c's layout; a prompt of about the
-                // same length, every step one token as ours.
-                peerCheckpoint = Path.Combine(Path.GetTempPath(), $"vchat-llama2c-{Environment.ProcessId}.bin");
-                using (var model = new VisualChat.Model.LlamaForCausalLM(config, 0))
-                    Llama2cCheckpoint.Write(model, peerCheckpoint, parse.GetValue(prompt) + parse.GetValue(tokens) + 8);
-                peerCommand = $"OMP_NUM_THREADS={Roofline.DecodeThreads} '{Path.GetFullPath(run)}' '{peerCheckpoint}' -z '{tokenizer}' -t 0 " +
-                    $"-n {parse.GetValue(prompt) + parse.GetValue(tokens)} -i 'Once upon a time, there was a little girl who loved to play outside'";
+            }
+            if ((peerCommand is not null || llama2cRun is not null) && parse.GetValue(rounds) < 1)
+            {
+                parse.InvocationConfiguration.Error.WriteLine($"vchat bench decode: --peer-rounds must be at least 1 (got {parse.GetValue(rounds)}).");
+                return 1;
             }
             stdout.WriteLine($"machine: {MachineInfo.Current()}");
             var bandwidth = Roofline.StreamingReadProbe(out var probeBuffer);
@@ -125,20 +128,41 @@ public static class BenchCommand
                 var agreement = DecodeBenchmark.Q8Agreement(config);
                 stdout.WriteLine($"q8 vs fp32 over {agreement.Positions} teacher-forced positions: greedy token agrees at {agreement.TopOneAgreement:P1}; logit RMS error {agreement.RelativeLogitRmsError:P2} of the logits' RMS");
             }
-            if (peerCommand is not null)
+            if (peerCommand is not null || llama2cRun is not null)
             {
-                var ours = new List<double>();
-                var theirs = new List<double>();
-                for (int round = 0; round < parse.GetValue(rounds); round++)
+                string? checkpoint = null;
+                // Ctrl-C ends the process without running finally: the checkpoint (the model's size) goes first.
+                ConsoleCancelEventHandler cleanup = (_, _) => { if (checkpoint is not null) File.Delete(checkpoint); };
+                Console.CancelKeyPress += cleanup;
+                try
                 {
-                    theirs.Add(DecodeBenchmark.RunPeer(peerCommand));
-                    ours.Add(DecodeBenchmark.Run(config, ["fp32"], [1], bandwidth, parse.GetValue(tokens), parse.GetValue(prompt), repeats: 1).Last().TokensPerSecond);
+                    if (llama2cRun is not null)
+                    {
+                        // The same weights ours decode (DecodeBenchmark's seed 0), in llama2.c's layout; a prompt of
+                        // about the same length, every step one token as ours.
+                        checkpoint = Path.Combine(Path.GetTempPath(), $"vchat-llama2c-{Environment.ProcessId}.bin");
+                        using (var model = new VisualChat.Model.LlamaForCausalLM(config, 0))
+                            Llama2cCheckpoint.Write(model, checkpoint, parse.GetValue(prompt) + parse.GetValue(tokens) + 8);
+                        peerCommand = $"OMP_NUM_THREADS={Roofline.DecodeThreads} '{Path.GetFullPath(llama2cRun)}' '{checkpoint}' -z '{llama2cTokenizer}' -t 0 " +
+                            $"-n {parse.GetValue(prompt) + parse.GetValue(tokens)} -i 'Once upon a time, there was a little girl who loved to play outside'";
+                    }
+                    var ours = new List<double>();
+                    var theirs = new List<double>();
+                    for (int round = 0; round < parse.GetValue(rounds); round++)
+                    {
+                        theirs.Add(DecodeBenchmark.RunPeer(peerCommand!));
+                        ours.Add(DecodeBenchmark.Run(config, ["fp32"], [1], bandwidth, parse.GetValue(tokens), parse.GetValue(prompt), repeats: 1).Last().TokensPerSecond);
+                    }
+                    stdout.WriteLine($"peer: {peerCommand}");
+                    stdout.WriteLine($"  peer tok/s per round: {string.Join(", ", theirs.Select(t => t.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}; " +
+                        $"ours (fused fp32, batch 1): {string.Join(", ", ours.Select(t => t.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}");
+                    stdout.WriteLine($"  ours / peer (median): {Median(ours) / Median(theirs):F2}×");
                 }
-                stdout.WriteLine($"peer: {peerCommand}");
-                stdout.WriteLine($"  peer tok/s per round: {string.Join(", ", theirs.Select(t => t.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}; " +
-                    $"ours (fused fp32, batch 1): {string.Join(", ", ours.Select(t => t.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}");
-                stdout.WriteLine($"  ours / peer (median): {Median(ours) / Median(theirs):F2}×");
-                if (peerCheckpoint is not null) File.Delete(peerCheckpoint);
+                finally
+                {
+                    Console.CancelKeyPress -= cleanup;
+                    if (checkpoint is not null) File.Delete(checkpoint);
+                }
             }
             else if (fusedFp32 > 0)
             {

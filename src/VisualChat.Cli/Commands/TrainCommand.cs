@@ -179,19 +179,32 @@ public static class TrainCommand
     {
         long _beforeReset = -1;
 
+        bool _failed;
+
         public void Observe(StepMetrics metrics)
         {
-            if (_beforeReset >= 0 || metrics.Kind != "train" || !PeakMemory.Supported) return;
-            _beforeReset = PeakMemory.HighWaterMark();
-            // Loading leaves freed buffers in the C allocator, which would count as resident until the end.
-            PeakMemory.ReturnFreeMemory();
-            PeakMemory.Reset();
+            if (_failed || _beforeReset >= 0 || metrics.Kind != "train" || !PeakMemory.Supported) return;
+            try
+            {
+                long peak = PeakMemory.HighWaterMark();
+                // Loading leaves freed buffers in the C allocator, which would count as resident until the end.
+                PeakMemory.ReturnFreeMemory();
+                PeakMemory.Reset();
+                _beforeReset = peak;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or DllNotFoundException or EntryPointNotFoundException or FormatException)
+            {
+                // A report about the run must never stop it (e.g. /proc/self/clear_refs not writable in a container).
+                _failed = true;
+            }
         }
 
         public string? Report()
         {
-            if (!PeakMemory.Supported) return null;
-            long since = PeakMemory.HighWaterMark();
+            if (_failed || !PeakMemory.Supported) return null;
+            long since;
+            try { since = PeakMemory.HighWaterMark(); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { return null; }
             static string Mb(long bytes) => (bytes / (1024.0 * 1024.0)).ToString("F0", CultureInfo.InvariantCulture);
             return _beforeReset < 0
                 ? $"peak RSS {Mb(since)} MB"

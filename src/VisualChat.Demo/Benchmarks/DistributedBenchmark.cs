@@ -36,6 +36,8 @@ public static partial class DistributedBenchmark
     public static Result Run(Options options, TextWriter log)
     {
         string mpirun = FindMpirun();
+        if (!PeakMemory.Supported)
+            throw new InvalidOperationException("bench distributed reads each rank's peak memory from /proc (Linux); this system has no /proc/self/clear_refs.");
         Directory.CreateDirectory(options.WorkDir);
         string tokenizer = Path.Combine(options.WorkDir, "tokenizer"), model = Path.Combine(options.WorkDir, "model-" + options.Preset);
         // The preset's weights with a small built-in tokenizer: the texts' ids are a subset of any vocabulary, and the
@@ -187,6 +189,9 @@ public static partial class DistributedBenchmark
     static void RunVchat(TextWriter log, IReadOnlyDictionary<string, string>? environment, params string[] args) =>
         RunProcess(log, VchatCommand()[0], VchatCommand().Skip(1).Concat(args), environment);
 
+    /// <summary>Longest a single run may take: a hung collective must end the bench, not hang it.</summary>
+    static readonly TimeSpan ProcessTimeout = TimeSpan.FromMinutes(30);
+
     /// <summary>Runs a process to its end and returns its output (stdout and stderr); a failure throws, its output logged.</summary>
     static string RunProcess(TextWriter log, string file, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment)
     {
@@ -194,11 +199,21 @@ public static partial class DistributedBenchmark
         foreach (var a in args) start.ArgumentList.Add(a);
         foreach (var (key, value) in environment ?? new Dictionary<string, string>()) start.Environment[key] = value;
         var output = new StringBuilder();
-        using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {file}");
+        Process process;
+        try { process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {file}"); }
+        catch (System.ComponentModel.Win32Exception e) { throw new InvalidOperationException($"could not start {file}: {e.Message}"); }
+        using var _ = process;
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
         process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (output) output.AppendLine(e.Data); };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
+        if (!process.WaitForExit(ProcessTimeout))
+        {
+            process.Kill(entireProcessTree: true);
+            process.WaitForExit();
+            lock (output) log.WriteLine(output.ToString());
+            throw new InvalidOperationException($"'{file} {string.Join(' ', start.ArgumentList)}' did not end within {ProcessTimeout.TotalMinutes:F0} minutes and was killed (its output is above).");
+        }
         process.WaitForExit();
         string text;
         lock (output) text = output.ToString();

@@ -12,6 +12,9 @@ namespace VisualChat.Benchmarks;
 /// </summary>
 public static class Llama2cCheckpoint
 {
+    /// <summary>Entries of the tokenizer.bin llama2.c ships (LLaMA's vocabulary): run.c reads vocab_size of them.</summary>
+    public const int TokenizerVocabulary = 32000;
+
     /// <param name="sequenceLength">llama2.c's seq_len: the KV cache it allocates, and the most tokens it decodes.</param>
     public static void Write(LlamaForCausalLM model, string path, int sequenceLength)
     {

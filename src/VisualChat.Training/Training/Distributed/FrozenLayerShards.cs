@@ -144,6 +144,8 @@ internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
         }
     }
 
+    /// <summary>Frees the shards. The partitioned parameters stay empty (shape [0]): after a ZeRO-3 run the model is not
+    /// usable in this process; load it again (checkpoints hold the trained tensors, the base folder the rest).</summary>
     public void Dispose()
     {
         if (ReferenceEquals(_model.LayerWeights, this)) _model.LayerWeights = null;
