@@ -113,7 +113,9 @@ public static class TrainingRunFactory
             // its own shards and of the tensors that stay whole: no rank ever holds the whole decoder, at load either.
             // (Other runs copy, which also checks every tensor for NaN/Inf; mapping skips that to leave pages unread.)
             model = LlamaForCausalLM.FromPretrained(weights, memoryMap: true);
-            log?.Invoke($"memory-mapped the weights of {weights} (ZeRO-3: this rank reads only its shards' pages)");
+            log?.Invoke(DevicePolicy.ParseDType(llamaConfig.StorageDtype) == TorchSharp.torch.ScalarType.Float32
+                ? $"memory-mapped the weights of {weights} (ZeRO-3: this rank reads only its shards' pages)"
+                : $"loaded {weights}: its {llamaConfig.StorageDtype} weights were converted to fp32 whole (only fp32-stored weights are memory-mapped), then ZeRO-3 keeps this rank's shards");
         }
         else
         {
