@@ -16,15 +16,9 @@ public static class PeakMemory
         return Read("VmRSS:");
     }
 
-    /// <summary>Hands the C allocator's free pages back to the kernel (glibc's <c>malloc_trim</c>; nothing elsewhere), so
-    /// that a <see cref="Reset"/> after it starts from what is in use rather than from what the allocator kept.</summary>
-    public static void ReturnFreeMemory()
-    {
-        if (OperatingSystem.IsLinux()) MallocTrim(0);
-    }
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
-    static extern int MallocTrim(nuint pad);
+    /// <summary>Returns the C allocator's free pages to the kernel, so that a <see cref="Reset"/> after it starts from
+    /// what is in use rather than from what the allocator kept.</summary>
+    public static void ReturnFreeMemory() => VisualChat.Weights.TensorMemory.ReturnFreePages();
 
     /// <summary>The high-water mark in bytes since the last <see cref="Reset"/>.</summary>
     public static long HighWaterMark() => Supported ? Read("VmHWM:") : 0;

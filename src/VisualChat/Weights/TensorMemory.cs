@@ -22,4 +22,14 @@ internal static unsafe class TensorMemory
 
     /// <summary>True for a contiguous CPU tensor, whose elements <see cref="Pointer"/> can address.</summary>
     public static bool IsAddressable(Tensor tensor) => tensor.device_type == TorchSharp.DeviceType.CPU && tensor.is_contiguous();
+
+    /// <summary>Hands the C allocator's free pages back to the kernel (glibc's <c>malloc_trim</c>; nothing elsewhere):
+    /// libtorch frees CPU tensors into the allocator, which otherwise keeps them resident.</summary>
+    public static void ReturnFreePages()
+    {
+        if (OperatingSystem.IsLinux()) MallocTrim(0);
+    }
+
+    [DllImport("libc", EntryPoint = "malloc_trim")]
+    static extern int MallocTrim(nuint pad);
 }

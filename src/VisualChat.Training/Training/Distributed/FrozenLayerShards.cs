@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using TorchSharp;
 using TorchSharp.Modules;
 using VisualChat.Model;
@@ -81,7 +80,7 @@ internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
             foreach (var layer in _layers) Release(layer);
         }
         // The whole layers just freed went back to the C allocator, which keeps them unless asked.
-        if (OperatingSystem.IsLinux()) MallocTrim(0);
+        VisualChat.Weights.TensorMemory.ReturnFreePages();
         model.LayerWeights = this;
     }
 
@@ -153,7 +152,4 @@ internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
         _buffer.Dispose();
         _empty.Dispose();
     }
-
-    [DllImport("libc", EntryPoint = "malloc_trim")]
-    static extern int MallocTrim(nuint pad);
 }
