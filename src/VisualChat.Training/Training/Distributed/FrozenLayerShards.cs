@@ -25,11 +25,11 @@ internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
     /// <summary>One layer's worth of gathered weights, reused by every layer (one is whole at a time).</summary>
     readonly Tensor _buffer;
     readonly Tensor _empty;
-    /// <summary>Each partitioned parameter's shape, recorded before its first release (released, its shape is [0]).</summary>
-    readonly Dictionary<Parameter, long[]> _shapes = new(ReferenceEqualityComparer.Instance);
     int _whole = -1;
 
-    sealed record LayerShard(Parameter[] Parameters, long[] Offsets, long Chunk, Tensor Own);
+    /// <summary>A layer's frozen parameters with their shapes and element counts (a released parameter's own shape is
+    /// [0]) and offsets in the flat layer, its chunk size, and this rank's chunk.</summary>
+    sealed record LayerShard(Parameter[] Parameters, long[][] Shapes, long[] Numels, long[] Offsets, long Chunk, Tensor Own);
 
     public int Layers => _layers.Length;
     /// <summary>Frozen layer elements this rank keeps (its shards, padding included).</summary>
@@ -59,9 +59,11 @@ internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
             {
                 using var scope = NewDisposeScope();
                 var parameters = frozen[i];
+                var shapes = parameters.Select(p => p.shape).ToArray();
+                var numels = parameters.Select(p => p.numel()).ToArray();
                 var offsets = new long[parameters.Length];
                 long total = 0;
-                for (int k = 0; k < parameters.Length; k++) { offsets[k] = total; total += parameters[k].numel(); }
+                for (int k = 0; k < parameters.Length; k++) { offsets[k] = total; total += numels[k]; }
                 TotalElements += total;
                 long chunk = (total + size - 1) / size;
                 var own = zeros(chunk, DType);
@@ -69,11 +71,11 @@ internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
                 long start = rank * chunk, end = Math.Min(total, start + chunk);
                 for (int k = 0; k < parameters.Length; k++)
                 {
-                    long from = Math.Max(start, offsets[k]), to = Math.Min(end, offsets[k] + parameters[k].numel());
+                    long from = Math.Max(start, offsets[k]), to = Math.Min(end, offsets[k] + numels[k]);
                     if (from >= to) continue;
                     own.narrow(0, from - start, to - from).copy_(parameters[k].detach().reshape(-1).narrow(0, from - offsets[k], to - from));
                 }
-                _layers[i] = new LayerShard(parameters, offsets, chunk, own.DetachFromDisposeScope());
+                _layers[i] = new LayerShard(parameters, shapes, numels, offsets, chunk, own.DetachFromDisposeScope());
             }
             _buffer = empty(_layers.Max(l => l.Chunk) * size, DType).DetachFromDisposeScope();
             _empty = empty(0, DType).DetachFromDisposeScope();
@@ -96,11 +98,7 @@ internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
             gathered.narrow(0, _comm.Rank * shard.Chunk, shard.Chunk).copy_(shard.Own);
             _comm.AllGatherBytesInPlace(gathered);
             for (int k = 0; k < shard.Parameters.Length; k++)
-            {
-                var parameter = shard.Parameters[k];
-                var shape = _shapes[parameter];
-                parameter.set_(_buffer.narrow(0, shard.Offsets[k], shape.Aggregate(1L, (a, b) => a * b)).view(shape));
-            }
+                shard.Parameters[k].set_(_buffer.narrow(0, shard.Offsets[k], shard.Numels[k]).view(shard.Shapes[k]));
         }
         _whole = layer;
         return new WholeLayer(this, layer);
@@ -123,11 +121,7 @@ internal sealed class FrozenLayerShards : IDecoderLayerWeights, IDisposable
     {
         using (no_grad())
         {
-            foreach (var parameter in shard.Parameters)
-            {
-                _shapes.TryAdd(parameter, parameter.shape);
-                parameter.set_(_empty);
-            }
+            foreach (var parameter in shard.Parameters) parameter.set_(_empty);
         }
     }
 
