@@ -51,8 +51,8 @@ public static partial class DistributedBenchmark
             new JsonObject { ["text"] = string.Join(' ', Enumerable.Range(0, 4 * options.SequenceLength).Select(k => $"word{(i * 31 + k * 7) % 97}")) }.ToJsonString()));
 
         log.WriteLine($"all-reduce of {options.AllReduceMb:G} MB over {options.Ranks} ranks…");
-        var allReduce = ParseProbe(RunProcess(log, mpirun, MpirunArguments(options.Ranks).Concat(VchatCommand()).Concat(
-            ["bench", "distributed", "--allreduce-mb", options.AllReduceMb.ToString(CultureInfo.InvariantCulture)]), null), options.Ranks);
+        var allReduce = ParseProbe(RunUnderMpi(log, mpirun, options.Ranks,
+            "bench", "distributed", "--allreduce-mb", options.AllReduceMb.ToString(CultureInfo.InvariantCulture)), options.Ranks);
 
         var runs = new List<RunRow>();
         string Config(string name, int ranks, int stage)
@@ -73,14 +73,14 @@ public static partial class DistributedBenchmark
         log.WriteLine("1 process…");
         // One libtorch thread, as each rank gets on a machine shared by the ranks: the comparison is of parallelism
         // across processes, not of thread counts.
-        var single = RunProcess(log, VchatCommand()[0], VchatCommand().Skip(1).Concat(["train", "--config", Config("np1", 1, 0)]),
-            new Dictionary<string, string> { [VisualChat.Model.DevicePolicy.ThreadsVariable] = "1" });
+        var single = RunVchat(log, new Dictionary<string, string> { [VisualChat.Model.DevicePolicy.ThreadsVariable] = "1" },
+            "train", "--config", Config("np1", 1, 0));
         runs.Add(ParseRun("1 process", 1, null, Path.Combine(options.WorkDir, "runs", "np1"), [single]));
         foreach (int stage in options.Stages)
         {
             string name = $"np{options.Ranks}-zero{stage}";
             log.WriteLine($"{options.Ranks} ranks, ZeRO {stage}…");
-            var result = RunProcess(log, mpirun, MpirunArguments(options.Ranks).Concat(VchatCommand()).Concat(["train", "--config", Config(name, options.Ranks, stage)]), null);
+            var result = RunUnderMpi(log, mpirun, options.Ranks, "train", "--config", Config(name, options.Ranks, stage));
             var runDir = Path.Combine(options.WorkDir, "runs", name);
             var outputs = new List<string> { result };
             for (int rank = 1; rank < options.Ranks; rank++) outputs.Add(File.ReadAllText(Path.Combine(runDir, $"rank-{rank}.log")));
@@ -166,13 +166,12 @@ public static partial class DistributedBenchmark
         throw new InvalidOperationException("mpirun was not found on PATH: install Open MPI (apt-get install openmpi-bin libopenmpi-dev).");
     }
 
-    static IEnumerable<string> MpirunArguments(int ranks)
+    /// <summary>Runs <c>mpirun -np <paramref name="ranks"/> vchat ARGS</c>.</summary>
+    static string RunUnderMpi(TextWriter log, string mpirun, int ranks, params string[] args)
     {
-        // Open MPI refuses to start as root without this; --oversubscribe lets N exceed the machine's core count.
-        if (Environment.UserName == "root") yield return "--allow-run-as-root";
-        yield return "--oversubscribe";
-        yield return "-np";
-        yield return ranks.ToString(CultureInfo.InvariantCulture);
+        // Open MPI refuses to start as root without --allow-run-as-root; --oversubscribe lets N exceed the core count.
+        string[] options = Environment.UserName == "root" ? ["--allow-run-as-root", "--oversubscribe"] : ["--oversubscribe"];
+        return RunProcess(log, mpirun, [.. options, "-np", ranks.ToString(CultureInfo.InvariantCulture), .. VchatCommand(), .. args], null);
     }
 
     /// <summary>This vchat, as a command line: the apphost or tool shim, or <c>dotnet vchat.dll</c>.</summary>
@@ -186,8 +185,11 @@ public static partial class DistributedBenchmark
         return [process, entry];
     }
 
-    static void RunVchat(TextWriter log, IReadOnlyDictionary<string, string>? environment, params string[] args) =>
-        RunProcess(log, VchatCommand()[0], VchatCommand().Skip(1).Concat(args), environment);
+    static string RunVchat(TextWriter log, IReadOnlyDictionary<string, string>? environment, params string[] args)
+    {
+        var vchat = VchatCommand();
+        return RunProcess(log, vchat[0], [.. vchat[1..], .. args], environment);
+    }
 
     /// <summary>Longest a single run may take: a hung collective must end the bench, not hang it.</summary>
     static readonly TimeSpan ProcessTimeout = TimeSpan.FromMinutes(30);
