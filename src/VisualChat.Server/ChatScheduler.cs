@@ -26,7 +26,7 @@ public sealed class ChatJob(ConversationPrompt prompt, GenerationOptions options
     internal long Arrived { get; } = Stopwatch.GetTimestamp();
 
     internal VisualChatConversationState? State;
-    internal int NextChunk, ReusedChunks;
+    internal int NextChunk, ReusedChunks, ReusedAnswerIds;
     internal long ReusedPositions, PromptEnd, LastToken;
     internal int HistoryEnd;
     internal Tensor? PromptLogits;
@@ -125,10 +125,11 @@ public sealed class ChatScheduler : IDisposable
             Interlocked.Decrement(ref metrics.QueueDepth);
             active.Add(job);
             metrics.Running = active.Count;
-            var (state, chunks) = cache.Take(job.Prompt.Chunks);
+            var (state, chunks, answerIds) = cache.Take(job.Prompt.Chunks);
             job.State = state ?? model.CreateConversation(1, Math.Min(Math.Max(512, job.Prompt.Positions + job.Options.MaxNewTokens), model.MaxContext));
             job.NextChunk = job.ReusedChunks = chunks;
-            job.ReusedPositions = job.Prompt.Chunks.Take(chunks).Sum(c => c.Positions);
+            job.ReusedAnswerIds = answerIds;
+            job.ReusedPositions = job.Prompt.Chunks.Take(chunks).Sum(c => c.Positions) + answerIds;
             metrics.Reuse(job.Prompt.Chunks.Count, chunks, job.Prompt.Positions, job.ReusedPositions,
                 job.Prompt.Chunks.Sum(c => c.Images.Count), job.Prompt.Chunks.Take(chunks).Sum(c => c.Images.Count));
         }
@@ -145,8 +146,10 @@ public sealed class ChatScheduler : IDisposable
         try {
             if (job.NextChunk < job.Prompt.Chunks.Count) {
                 var chunk = job.Prompt.Chunks[job.NextChunk];
+                // The first chunk after a cached prefix may begin with the cached answer's ids, already in the state.
+                int skip = job.NextChunk == job.ReusedChunks ? job.ReusedAnswerIds : 0;
                 using (var pixels = processor.Pixels(chunk.Images))
-                    model.Append(job.State!, chunk.Ids, pixels);
+                    model.Append(job.State!, skip == 0 ? chunk.Ids : chunk.Ids[skip..], pixels);
                 job.NextChunk++;
                 if (job.NextChunk < job.Prompt.Chunks.Count) return;
             }
@@ -196,8 +199,8 @@ public sealed class ChatScheduler : IDisposable
         Leave(job, keepState: false);
     }
 
-    /// <summary>Takes <paramref name="job"/> out of the batch; its state goes back to the cache rewound to the last whole
-    /// chunk it holds (its prompt after decoding), or is freed.</summary>
+    /// <summary>Takes <paramref name="job"/> out of the batch; its state goes back to the cache (after decoding: its
+    /// prompt and the answer's fed-back ids; cancelled during prefill: the whole chunks it holds), or is freed.</summary>
     void Leave(ChatJob job, bool keepState)
     {
         active.Remove(job);
@@ -207,12 +210,16 @@ public sealed class ChatScheduler : IDisposable
         var state = job.State;
         job.State = null;
         if (state is null) return;
-        if (keepState && job.NextChunk > 0 && cache.BudgetBytes > 0) {
-            if (job.PromptLogits is { } logits) {
-                state.Rewind(job.PromptEnd, job.HistoryEnd, logits);
-                job.PromptLogits = null;
-            }
-            cache.Put(job.Prompt.Chunks[job.NextChunk - 1].Key, state);
+        string? key = keepState && job.NextChunk > 0 && cache.BudgetBytes > 0 ? job.Prompt.Chunks[job.NextChunk - 1].Key : null;
+        if (key is not null && job.PromptLogits is { } logits) {
+            int fed = (int)(state.Length - job.PromptEnd);
+            cache.Put(key, new CachedTurn(state, job.PromptEnd, job.HistoryEnd, logits, [.. job.Sequence!.TokenIds.Take(fed)]));
+            job.PromptLogits = null;
+        } else if (key is not null && state.NextLogits is not null && !(job.NextChunk == job.ReusedChunks && job.ReusedAnswerIds > 0)) {
+            // Cancelled during prefill: the state ends at a chunk boundary with that point's logits.
+            Tensor promptLogits;
+            using (no_grad()) promptLogits = state.NextLogits.clone().DetachFromDisposeScope();
+            cache.Put(key, new CachedTurn(state, state.Length, state.History[0].Count, promptLogits, []));
         } else {
             state.Dispose();
         }

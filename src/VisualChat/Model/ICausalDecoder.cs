@@ -75,15 +75,21 @@ public class DecoderState : IDisposable
     /// <summary>Returns a single sequence to an earlier point of itself: the cache keeps its first <paramref name="length"/>
     /// positions, the history its first <paramref name="historyCount"/> ids, and <paramref name="nextLogits"/> (taken over)
     /// become the next-token logits. Decoding only appends, so the kept positions are exactly those computed before
-    /// (a server drops a generated answer this way and reuses the prompt's cache for the conversation's next turn).</summary>
-    public void Rewind(long length, int historyCount, Tensor nextLogits)
+    /// (a server keeps the part of a generated answer that the conversation's next turn repeats this way). Null
+    /// <paramref name="nextLogits"/> leaves the state without logits until the next append.</summary>
+    public void Rewind(long length, int historyCount, Tensor? nextLogits)
     {
         RequireSingleSequence("DecoderState.Rewind");
         if (historyCount < 0 || historyCount > history[0].Count)
             throw new ArgumentOutOfRangeException(nameof(historyCount), $"Cannot rewind a history of {history[0].Count} ids to {historyCount}.");
         Cache.Crop(length);
         history[0].RemoveRange(historyCount, history[0].Count - historyCount);
-        SetNextLogits(nextLogits);
+        if (nextLogits is not null) {
+            SetNextLogits(nextLogits);
+        } else {
+            NextLogits?.Dispose();
+            NextLogits = null;
+        }
     }
 
     internal void RequireSingleSequence(string operation)
