@@ -52,6 +52,12 @@ internal sealed unsafe class LlamaStepDecoder : ITeamWork, IDisposable
     Region region;
     readonly List<KVCache> caches = [];
     readonly List<long> positions = [];
+    // Per sequence, read once per step so the attention tasks make no calls into libtorch: every layer's key and value
+    // storage ([layer · 2] and [layer · 2 + 1] of a sequence's run), its capacity and its modality storage.
+    nint[] kvStorage = [];
+    long[] kvCapacity = [];
+    nint[] kvModality = [];
+    bool kvBF16;
 
     enum Region { Qkv, Attention, Output, GateUp, Down, Head }
 
@@ -258,6 +264,21 @@ internal sealed unsafe class LlamaStepDecoder : ITeamWork, IDisposable
                     sin[b * headDim + i] = sin[b * headDim + i + half] = MathF.Sin(angle);
                 }
             }
+            if (kvCapacity.Length < batch) {
+                kvStorage = new nint[batch * layers * 2];
+                kvCapacity = new long[batch];
+                kvModality = new nint[batch];
+            }
+            kvBF16 = caches[0].LayerKeys(0)!.dtype == ScalarType.BFloat16;
+            for (int b = 0; b < batch; b++) {
+                var cache = caches[b];
+                kvCapacity[b] = cache.Capacity;
+                kvModality[b] = cache.ModalityStorage is { } m ? (nint)TensorMemory.Pointer(m) : 0;
+                for (int l = 0; l < layers; l++) {
+                    kvStorage[(b * layers + l) * 2] = (nint)TensorMemory.Pointer(cache.LayerKeys(l)!);
+                    kvStorage[(b * layers + l) * 2 + 1] = (nint)TensorMemory.Pointer(cache.LayerValues(l)!);
+                }
+            }
             int longest = 0;
             foreach (var p in positions) longest = Math.Max(longest, (int)p + 1);
             for (int t = 0; t < scores.Length; t++) EnsureScores(t, longest);
@@ -399,14 +420,12 @@ internal sealed unsafe class LlamaStepDecoder : ITeamWork, IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void Attend(int b, int g, int member)
     {
-        var cache = caches[b];
         int position = (int)positions[b];
-        var keyStorage = cache.LayerKeys(layer)!;
-        bool bf16 = keyStorage.dtype == ScalarType.BFloat16;
-        long capacity = keyStorage.shape[2];
+        bool bf16 = kvBF16;
+        long capacity = kvCapacity[b];
         int elementSize = bf16 ? 2 : 4;
-        byte* keys = (byte*)TensorMemory.Pointer(keyStorage) + g * capacity * headDim * elementSize;
-        byte* values = (byte*)TensorMemory.Pointer(cache.LayerValues(layer)!) + g * capacity * headDim * elementSize;
+        byte* keys = (byte*)kvStorage[(b * layers + layer) * 2] + g * capacity * headDim * elementSize;
+        byte* values = (byte*)kvStorage[(b * layers + layer) * 2 + 1] + g * capacity * headDim * elementSize;
         float* row = qkv + (long)b * qkvRows;
         float* k = row + heads * headDim + g * headDim;
         float* v = row + (heads + kvHeads) * headDim + g * headDim;
@@ -417,7 +436,7 @@ internal sealed unsafe class LlamaStepDecoder : ITeamWork, IDisposable
         int groups = heads / kvHeads;
         float* q = row + g * groups * headDim;
         for (int h = 0; h < groups; h++) DecodeAttention.Rotate(q + h * headDim, headDim, c, s);
-        long* modality = cache.ModalityStorage is { } m ? (long*)TensorMemory.Pointer(m) : null;
+        long* modality = (long*)kvModality[b];
         DecodeAttention.Attend(q, groups, headDim, keys, values, bf16, position + 1, modality, multiModal, scale, scores[member],
             input + (long)b * inputStride + g * groups * headDim);
     }

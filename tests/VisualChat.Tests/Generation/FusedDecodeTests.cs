@@ -168,6 +168,50 @@ public class FusedDecodeTests
         Assert.True(MaxDiff(reference, fused) < 2e-5f, $"fused vs forward: {MaxDiff(reference, fused)}");
     }
 
+    /// <summary>Heads of 64 and 128 dimensions (LLaMA-7B's) take the 512-bit attention kernel, which the tiny models'
+    /// 16-dimension heads never reach: causal LLaMA with grouped KV heads, and VisualChat's mmca with images.</summary>
+    [Theory]
+    [InlineData(64)]
+    [InlineData(128)]
+    public void WideHeadsEqualTheForward(int headDim)
+    {
+        var config = LlamaTestModels.Tiny();
+        config.HiddenSize = 256;
+        config.NumAttentionHeads = 256 / headDim;
+        config.NumKeyValueHeads = Math.Max(1, config.NumAttentionHeads / 2);
+        config.MaxPositionEmbeddings = 64;
+        using (var model = new LlamaForCausalLM(config, seed: 13)) {
+            model.eval();
+            DecoderPrompt Prompt(int i) => new(Prompts[i]);
+            model.FusedDecode = false;
+            var reference = Decode(model, Prompt);
+            model.FusedDecode = true;
+            var fused = Decode(model, Prompt);
+            Assert.Null(model.FusedDecodeUnavailableReason);
+            Assert.True(MaxDiff(reference, fused) < 2e-5f, $"llama, head {headDim}: fused vs forward: {MaxDiff(reference, fused)}");
+        }
+
+        using var tiny = VisualChatPresets.Create(VisualChatPresets.Tiny, 3, AttentionMode.Mmca);
+        var lmConfig = tiny.LmConfig;
+        var wide = new LlamaConfig {
+            VocabSize = lmConfig.VocabSize, HiddenSize = 256, IntermediateSize = 96, NumHiddenLayers = 2, NumAttentionHeads = 256 / headDim,
+            MaxPositionEmbeddings = 64, RmsNormEps = 1e-5, BosTokenId = lmConfig.BosTokenId, EosTokenId = lmConfig.EosTokenId,
+        };
+        using var visual = new VisualChatModel(tiny.Config, wide, seed: 3);
+        visual.eval();
+        int img = visual.Config.ImageTokenId;
+        int[][] prompts = [[1, 50, img, 51, img, 52], [1, img, 53], [1, 54, 55, 56, img]];
+        int[] imagesPer = [2, 1, 1];
+        DecoderPrompt ImagePrompt(int i) => new(prompts[i], stack(Enumerable.Range(0, imagesPer[i])
+            .Select(k => full(new long[] { 3, 32, 32 }, 0.2f * (k + i) - 0.4f)).ToArray()));
+        visual.lm.FusedDecode = false;
+        var mmcaReference = Decode(visual, ImagePrompt, prompts.Length);
+        visual.lm.FusedDecode = true;
+        var mmcaFused = Decode(visual, ImagePrompt, prompts.Length);
+        Assert.Null(visual.lm.FusedDecodeUnavailableReason);
+        Assert.True(MaxDiff(mmcaReference, mmcaFused) < 2e-5f, $"mmca, head {headDim}: fused vs forward: {MaxDiff(mmcaReference, mmcaFused)}");
+    }
+
     /// <summary>A q8 model whose fused path is off prefills every chat turn through libtorch: a second prompt on a
     /// cache that already holds the first equals one prefill of both.</summary>
     [Fact]
