@@ -112,6 +112,7 @@ public sealed class ChatScheduler : IDisposable
                     Interlocked.Exchange(ref metrics.ImageFeatureMisses, features.Misses);
                 }
                 Interlocked.Exchange(ref metrics.CacheBytes, cache.UsedBytes);
+                Interlocked.Exchange(ref metrics.CacheEvictions, cache.Evictions);
                 if (active.Count == 0) wake.Wait(TimeSpan.FromMilliseconds(200));
             } catch (Exception e) when (!stopping) {
                 Console.Error.WriteLine($"vchat serve: scheduler error: {e}");

@@ -55,6 +55,7 @@ public sealed class ServerMetrics
     public int Running;
     public int CacheEntries;
     public long CacheBytes;
+    public long CacheEvictions;
     public long ImageFeatureHits, ImageFeatureMisses;
 
     public void Request() => Interlocked.Increment(ref requests);
@@ -110,6 +111,7 @@ public sealed class ServerMetrics
         Gauge("vchat_running_sequences", "Sequences being prefilled or decoded.", Volatile.Read(ref Running));
         Gauge("vchat_kv_cache_entries", "Conversation states kept for reuse.", Volatile.Read(ref CacheEntries));
         Gauge("vchat_kv_cache_bytes", "Bytes of the kept conversation caches.", Interlocked.Read(ref CacheBytes));
+        Counter("vchat_kv_cache_evictions_total", "Conversation states dropped (least recently used first) to stay within --kv-cache-mb.", Interlocked.Read(ref CacheEvictions));
         TimeToFirstToken.Write(sb, "vchat_time_to_first_token_seconds", "From request arrival to its first generated token.");
         InterTokenLatency.Write(sb, "vchat_inter_token_latency_seconds", "Between consecutive tokens of a sequence.");
         BatchSize.Write(sb, "vchat_batch_size", "Sequences in each decode step.");

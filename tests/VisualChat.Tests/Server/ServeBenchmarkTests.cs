@@ -19,6 +19,19 @@ public sealed class ServeBenchmarkTests(ServerTestHost host) : IClassFixture<Ser
         Assert.True(server.Metrics.PositionsReused > 0);
     }
 
+    /// <summary>Conversations whose states exceed --kv-cache-mb push the least recently used out, counted in /metrics,
+    /// and every request is still answered (an evicted conversation is prefilled again).</summary>
+    [Fact]
+    public async Task ACacheBudgetSmallerThanTheConversations_Evicts_AndCountsIt()
+    {
+        await using var server = await host.StartAsync(o => o with { MaxBatch = 4, MaxQueue = 4, KvCacheMb = 1 });
+        var rows = await ServeBenchmark.RunAsync(server, [4, 4], rounds: 3, images: 2, maxTokens: 4, seed: 5);
+        Assert.All(rows, r => Assert.Equal(0, r.Errors));
+        long evictions = Interlocked.Read(ref server.Metrics.CacheEvictions);
+        Assert.True(evictions > 0, "the states of nine conversations do not fit in 1 MiB");
+        Assert.Contains($"vchat_kv_cache_evictions_total {evictions}", server.Metrics.ToPrometheus());
+    }
+
     [Fact]
     public void Bmp_DecodesToItsSize()
     {
