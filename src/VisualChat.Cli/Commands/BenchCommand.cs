@@ -54,7 +54,7 @@ public static class BenchCommand
         var preset = new Option<string>("--preset") { Description = "Language-model preset to build in memory (random init).", DefaultValueFactory = _ => "llama-100m" };
         var tokens = new Option<int>("--tokens") { Description = "Tokens to decode per sequence after the prefill.", DefaultValueFactory = _ => 64 };
         var prompt = new Option<int>("--prompt-tokens") { Description = "Prefill length.", DefaultValueFactory = _ => 16 };
-        var formats = new Option<string>("--formats") { Description = "Comma-separated weight formats for the fused kernels: fp32, bf16, q8.", DefaultValueFactory = _ => "fp32,bf16,q8" };
+        var formats = new Option<string>("--formats") { Description = "Comma-separated weight formats for the fused kernels: fp32, bf16, q8, q4.", DefaultValueFactory = _ => "fp32,bf16,q8,q4" };
         var batches = new Option<string>("--batches") { Description = "Comma-separated batch sizes (sequences decoded together).", DefaultValueFactory = _ => "1,8" };
         var peer = new Option<string?>("--peer-cmd") { Description = "A peer decoder's command line that prints 'achieved tok/s: X' (e.g. llama2.c's run); run alternately with ours." };
         var llama2c = new Option<string?>("--peer-llama2c") { Description = "llama2.c's compiled run (with its tokenizer.bin beside it): the preset's weights are written in llama2.c's format and run as the peer (OMP threads = ours)." };
@@ -123,10 +123,10 @@ public static class BenchCommand
                 var result = DecodeBenchmark.Prefill(config, prefillTokens, gemm, repeats: parse.GetValue(repeats));
                 stdout.WriteLine($"prefill (libtorch fp32, {result.Tokens}-token prompt, batch 1): {result.TokensPerSecond:F1} tokens/s = {result.FlopsPerSecond / 1e9:F1} GFLOP/s of matrix products = {result.ShareOfGemmPeak:P1} of the GEMM peak above");
             }
-            if (formatList.Contains("q8"))
+            foreach (int bits in new[] { 8, 4 }.Where(b => formatList.Contains($"q{b}")))
             {
-                var agreement = DecodeBenchmark.Q8Agreement(config);
-                stdout.WriteLine($"q8 vs fp32 over {agreement.Positions} teacher-forced positions: greedy token agrees at {agreement.TopOneAgreement:P1}; logit RMS error {agreement.RelativeLogitRmsError:P2} of the logits' RMS");
+                var agreement = DecodeBenchmark.Agreement(config, bits);
+                stdout.WriteLine($"{agreement.Format} vs fp32 over {agreement.Positions} teacher-forced positions: greedy token agrees at {agreement.TopOneAgreement:P1}; logit RMS error {agreement.RelativeLogitRmsError:P2} of the logits' RMS");
             }
             if (peerCommand is not null || llama2cRun is not null)
             {

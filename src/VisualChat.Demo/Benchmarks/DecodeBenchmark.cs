@@ -48,7 +48,7 @@ public sealed record QuantizationAgreement(string Format, int Positions, double 
 public static class DecodeBenchmark
 {
     /// <summary>Weight formats the fused kernels read.</summary>
-    public static readonly string[] Formats = ["fp32", "bf16", "q8"];
+    public static readonly string[] Formats = ["fp32", "bf16", "q8", "q4"];
 
     /// <param name="bandwidth">Reads the streaming-read bandwidth (bytes/s, e.g. <see cref="Roofline.StreamingReadProbe"/>);
     /// called right before each timed run, whose read bound uses that reading.</param>
@@ -91,6 +91,7 @@ public static class DecodeBenchmark
             using var model = format switch {
                 "bf16" => Converted(fp32, ScalarType.BFloat16),
                 "q8" => LlamaQuantizer.Quantize(fp32),
+                "q4" => LlamaQuantizer.Quantize(fp32, bits: 4),
                 _ => null,
             };
             var target = model ?? fp32;
@@ -136,21 +137,22 @@ public static class DecodeBenchmark
         return new PrefillBenchmarkResult(tokens, tokens / best, flops / best, gemmFlops);
     }
 
-    /// <summary>q8 against fp32 on the same random model over <paramref name="positions"/> teacher-forced tokens.</summary>
-    public static QuantizationAgreement Q8Agreement(LlamaConfig config, int positions = 256, long seed = 0)
+    /// <summary>q8 (or, with <paramref name="bits"/> 4, q4) against fp32 on the same random model over
+    /// <paramref name="positions"/> teacher-forced tokens.</summary>
+    public static QuantizationAgreement Agreement(LlamaConfig config, int bits = 8, int positions = 256, long seed = 0)
     {
         using var fp32 = new LlamaForCausalLM(config, seed);
         fp32.eval();
-        using var q8 = LlamaQuantizer.Quantize(fp32);
+        using var quantizedModel = LlamaQuantizer.Quantize(fp32, bits);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var ids = tensor(TokenSequence(config, positions, seed).Select(i => (long)i).ToArray()).unsqueeze(0);
         var reference = fp32.forward(new CausalLMInput(InputIds: ids)).Logits;
-        var quantized = q8.forward(new CausalLMInput(InputIds: ids)).Logits;
+        var quantized = quantizedModel.forward(new CausalLMInput(InputIds: ids)).Logits;
         double agreement = reference.argmax(-1).eq(quantized.argmax(-1)).to(ScalarType.Float32).mean().item<float>();
         var difference = quantized - reference;
         double error = difference.mul(difference).mean().sqrt().item<float>() / reference.mul(reference).mean().sqrt().item<float>();
-        return new QuantizationAgreement("q8", positions, agreement, error);
+        return new QuantizationAgreement($"q{bits}", positions, agreement, error);
     }
 
     /// <summary>Weights of the decoder layers' matrices (q, k, v, o, gate, up, down; norms excluded) and of the head.</summary>

@@ -9,6 +9,8 @@ internal enum WeightFormat
     BF16,
     /// <summary>Symmetric int8 in blocks of <see cref="Q8.BlockSize"/> along a row, one fp32 scale per block.</summary>
     Q8,
+    /// <summary>4-bit codes in blocks of <see cref="Q4.BlockSize"/> along a row (<see cref="Q4"/>), one fp32 scale per block.</summary>
+    Q4,
 }
 
 /// <summary>A row-major [rows, cols] weight matrix read in place from its owner's storage (a tensor that outlives every
@@ -17,8 +19,8 @@ internal readonly unsafe struct WeightMatrix
 {
     public WeightMatrix(WeightFormat format, void* data, float* scales, int rows, int cols, float* bias = null)
     {
-        if (format == WeightFormat.Q8 && cols % Q8.BlockSize != 0)
-            throw new ArgumentException($"An int8 weight matrix needs a multiple of {Q8.BlockSize} columns; it has {cols}.", nameof(cols));
+        if (format is WeightFormat.Q8 or WeightFormat.Q4 && cols % Q8.BlockSize != 0)
+            throw new ArgumentException($"A {format} weight matrix needs a multiple of {Q8.BlockSize} columns; it has {cols}.", nameof(cols));
         Format = format;
         Data = data;
         Scales = scales;
@@ -29,7 +31,9 @@ internal readonly unsafe struct WeightMatrix
 
     public WeightFormat Format { get; }
     public void* Data { get; }
-    /// <summary>Q8: [rows, cols / 32] per-block scales; null otherwise.</summary>
+    /// <summary>Whether x is read as q8 blocks (the quantized formats' integer dot products).</summary>
+    public bool IsQuantized => Format is WeightFormat.Q8 or WeightFormat.Q4;
+    /// <summary>Q8, Q4: [rows, cols / 32] per-block scales; null otherwise.</summary>
     public float* Scales { get; }
     public int Rows { get; }
     public int Cols { get; }
@@ -39,6 +43,7 @@ internal readonly unsafe struct WeightMatrix
     public long Bytes => Format switch {
         WeightFormat.F32 => 4L * Rows * Cols,
         WeightFormat.BF16 => 2L * Rows * Cols,
-        _ => (long)Rows * Cols + 4L * Rows * (Cols / Q8.BlockSize),
+        WeightFormat.Q8 => (long)Rows * Cols + 4L * Rows * (Cols / Q8.BlockSize),
+        _ => (long)Rows * Cols / 2 + 4L * Rows * (Cols / Q4.BlockSize),
     };
 }

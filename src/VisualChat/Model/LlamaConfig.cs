@@ -20,13 +20,20 @@ public sealed class RopeScalingConfig
 
 /// <summary>
 /// <c>quantization_config</c> of a folder written by <c>vchat quantize</c>: the decoder's linear layers and lm_head are
-/// <see cref="QuantizedLinear"/> (int8 <c>weight</c> + fp32 <c>weight_scale</c> per block of <see cref="GroupSize"/>
-/// inputs); embeddings and norms keep their float type.
+/// <see cref="QuantizedLinear"/> (<see cref="Bits"/> 8: int8 <c>weight</c>; 4: two 4-bit codes per uint8; fp32
+/// <c>weight_scale</c> per block of <see cref="GroupSize"/> inputs); embeddings and norms keep their float type.
 /// </summary>
 public sealed class QuantizationConfig
 {
-    /// <summary>The one method this project writes.</summary>
-    public const string Q8Method = "vchat_q8";
+    /// <summary>The methods this project writes: 8-bit and 4-bit blocks.</summary>
+    public const string Q8Method = "vchat_q8", Q4Method = "vchat_q4";
+
+    /// <summary>The config <c>vchat quantize --type q8|q4</c> writes.</summary>
+    public static QuantizationConfig For(int bits) => bits switch {
+        8 => new QuantizationConfig(),
+        4 => new QuantizationConfig { QuantMethod = Q4Method, Bits = 4 },
+        _ => throw new ArgumentOutOfRangeException(nameof(bits), $"Quantization has 8 or 4 bits per weight, not {bits}."),
+    };
 
     [JsonPropertyName("quant_method")] public string QuantMethod { get; set; } = Q8Method;
     [JsonPropertyName("bits")] public int Bits { get; set; } = 8;
@@ -134,8 +141,8 @@ public sealed class LlamaConfig
             }
         }
         if (Quantization is { } q) {
-            Require(q.QuantMethod == QuantizationConfig.Q8Method && q.Bits == 8 && q.GroupSize == Kernels.Q8.BlockSize,
-                $"quantization_config {{quant_method: {q.QuantMethod}, bits: {q.Bits}, group_size: {q.GroupSize}}} is not supported; this build reads {QuantizationConfig.Q8Method}, 8 bits, group_size {Kernels.Q8.BlockSize} (written by vchat quantize).");
+            Require((q.QuantMethod, q.Bits) is (QuantizationConfig.Q8Method, 8) or (QuantizationConfig.Q4Method, 4) && q.GroupSize == Kernels.Q8.BlockSize,
+                $"quantization_config {{quant_method: {q.QuantMethod}, bits: {q.Bits}, group_size: {q.GroupSize}}} is not supported; this build reads {QuantizationConfig.Q8Method} with 8 bits or {QuantizationConfig.Q4Method} with 4, group_size {Kernels.Q8.BlockSize} (written by vchat quantize).");
             Require(HiddenSize % q.GroupSize == 0 && IntermediateSize % q.GroupSize == 0 && (NumAttentionHeads * HeadDim) % q.GroupSize == 0,
                 $"quantization_config: hidden_size, intermediate_size and heads × head_dim must be multiples of group_size {q.GroupSize}.");
             Require(!TieWordEmbeddings, "quantization_config: a quantized model has its own (quantized) lm_head, so tie_word_embeddings must be false.");

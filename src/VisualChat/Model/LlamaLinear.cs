@@ -19,7 +19,7 @@ public static class LlamaLinear
     /// model (its weights are always loaded), else a <see cref="Linear"/>.</summary>
     public static nn.Module<Tensor, Tensor> Create(LlamaConfig config, long inFeatures, long outFeatures, bool hasBias, bool initialize)
     {
-        if (config.Quantization is not null) return new QuantizedLinear(inFeatures, outFeatures, hasBias);
+        if (config.Quantization is { } q) return new QuantizedLinear(inFeatures, outFeatures, hasBias, q.Bits);
         return Create(inFeatures, outFeatures, hasBias, initialize);
     }
 }

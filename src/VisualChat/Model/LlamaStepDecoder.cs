@@ -138,12 +138,12 @@ internal sealed unsafe class LlamaStepDecoder : ITeamWork, IDisposable
             if (!TryMatrix(l.self_attn.q_proj, out w.Q) || !TryMatrix(l.self_attn.k_proj, out w.K) || !TryMatrix(l.self_attn.v_proj, out w.V)
                 || !TryMatrix(l.self_attn.o_proj, out w.O) || !TryMatrix(l.mlp.gate_proj, out w.Gate) || !TryMatrix(l.mlp.up_proj, out w.Up)
                 || !TryMatrix(l.mlp.down_proj, out w.Down)) {
-                reason = $"layer {i} has a projection the kernels cannot read ({Describe(l)}); they take fp32, bf16 or q8 linear layers in contiguous CPU memory (merge LoRA adapters with vchat export first)";
+                reason = $"layer {i} has a projection the kernels cannot read ({Describe(l)}); they take fp32, bf16, q8 or q4 linear layers in contiguous CPU memory (merge LoRA adapters with vchat export first)";
                 return false;
             }
             // q, k and v share one quantized copy of the normed input, as gate and up do.
             if (w.Q.Format != w.K.Format || w.K.Format != w.V.Format || w.Gate.Format != w.Up.Format) {
-                reason = $"layer {i} mixes q8 and float matrices within q/k/v or gate/up; quantize the whole folder with vchat quantize";
+                reason = $"layer {i} mixes matrix formats (quantized and float, or q8 and q4) within q/k/v or gate/up; quantize the whole folder with vchat quantize";
                 return false;
             }
             if (!TryNorm(l.input_layernorm, out w.InputNorm) || !TryNorm(l.post_attention_layernorm, out w.PostNorm)) {
@@ -188,7 +188,7 @@ internal sealed unsafe class LlamaStepDecoder : ITeamWork, IDisposable
                     (int)w.shape[0], (int)w.shape[1], linear.bias is { } bias ? (float*)TensorMemory.Pointer(bias) : null);
                 return true;
             case QuantizedLinear q when TensorMemory.IsAddressable(q.weight) && TensorMemory.IsAddressable(q.weight_scale):
-                matrix = new WeightMatrix(WeightFormat.Q8, TensorMemory.Pointer(q.weight), (float*)TensorMemory.Pointer(q.weight_scale),
+                matrix = new WeightMatrix(q.Bits == 8 ? WeightFormat.Q8 : WeightFormat.Q4, TensorMemory.Pointer(q.weight), (float*)TensorMemory.Pointer(q.weight_scale),
                     (int)q.OutFeatures, (int)q.InFeatures, q.bias is { } qb ? (float*)TensorMemory.Pointer(qb) : null);
                 return true;
             default:
@@ -285,17 +285,17 @@ internal sealed unsafe class LlamaStepDecoder : ITeamWork, IDisposable
 
             for (layer = 0; layer < layers; layer++) {
                 ref var w = ref layerWeights[layer];
-                Normalize(w.InputNorm, w.Q.Format == WeightFormat.Q8, hidden);
+                Normalize(w.InputNorm, w.Q.IsQuantized, hidden);
                 Run(team, Region.Qkv);
                 Run(team, Region.Attention);
-                if (w.O.Format == WeightFormat.Q8) QuantizeInput(heads * headDim);
+                if (w.O.IsQuantized) QuantizeInput(heads * headDim);
                 Run(team, Region.Output);
-                Normalize(w.PostNorm, w.Gate.Format == WeightFormat.Q8, hidden);
+                Normalize(w.PostNorm, w.Gate.IsQuantized, hidden);
                 Run(team, Region.GateUp);
-                if (w.Down.Format == WeightFormat.Q8) Quantize(gateUp, 2 * intermediate, intermediate);
+                if (w.Down.IsQuantized) Quantize(gateUp, 2 * intermediate, intermediate);
                 Run(team, Region.Down);
             }
-            Normalize(finalNorm, head.Format == WeightFormat.Q8, hidden);
+            Normalize(finalNorm, head.IsQuantized, hidden);
             Run(team, Region.Head);
         } catch {
             // A failed step leaves every cache as it was before it.
@@ -395,7 +395,7 @@ internal sealed unsafe class LlamaStepDecoder : ITeamWork, IDisposable
             case Region.Down: {
                 var (start, end) = ThreadTeam.Share(hidden, index, count, 4);
                 // fp32 reads the activations where GateUp left them; q8 reads their quantized copy.
-                bool q8 = w.Down.Format == WeightFormat.Q8;
+                bool q8 = w.Down.IsQuantized;
                 MatVec.Multiply(w.Down, start, end, gateUp, quantized, quantizedScales, q8 ? inputStride : 2 * intermediate, batch, x, hidden, accumulate: true);
                 break;
             }

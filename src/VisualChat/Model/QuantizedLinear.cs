@@ -5,10 +5,11 @@ using static TorchSharp.torch;
 namespace VisualChat.Model;
 
 /// <summary>
-/// A linear layer whose weight is stored in the q8 block format (<see cref="Q8"/>): <c>weight</c> int8 [out, in] and
-/// <c>weight_scale</c> fp32 [out, in / 32], as <c>vchat quantize</c> writes them. Decoding reads them directly with
-/// integer dot products; a libtorch forward (prefill, evaluation) dequantizes one layer at a time, so the model never
-/// holds an fp32 copy of all its weights.
+/// A linear layer whose weight is stored in a block format, as <c>vchat quantize</c> writes them: q8 (<see cref="Q8"/>,
+/// <c>weight</c> int8 [out, in]) or q4 (<see cref="Q4"/>, <c>weight</c> uint8 [out, in / 2], two 4-bit codes per byte),
+/// with <c>weight_scale</c> fp32 [out, in / 32]. Decoding reads them directly with integer dot products; a libtorch
+/// forward (prefill, evaluation) dequantizes one layer at a time, so the model never holds an fp32 copy of all its
+/// weights.
 /// </summary>
 public sealed class QuantizedLinear : nn.Module<Tensor, Tensor>
 {
@@ -16,15 +17,19 @@ public sealed class QuantizedLinear : nn.Module<Tensor, Tensor>
     public readonly TorchSharp.Modules.Parameter weight_scale;
     public readonly TorchSharp.Modules.Parameter? bias;
 
-    public QuantizedLinear(long inFeatures, long outFeatures, bool hasBias) : base(nameof(QuantizedLinear))
+    public QuantizedLinear(long inFeatures, long outFeatures, bool hasBias, int bits = 8) : base(nameof(QuantizedLinear))
     {
+        if (bits is not (8 or 4)) throw new ArgumentOutOfRangeException(nameof(bits), $"Quantized layers have 8 or 4 bits per weight, not {bits}.");
         if (inFeatures % Q8.BlockSize != 0)
-            throw new ArgumentException($"q8 quantization needs input widths that are multiples of {Q8.BlockSize}; this layer has {inFeatures}.", nameof(inFeatures));
+            throw new ArgumentException($"q{bits} quantization needs input widths that are multiples of {Q8.BlockSize}; this layer has {inFeatures}.", nameof(inFeatures));
         InFeatures = inFeatures;
         OutFeatures = outFeatures;
+        Bits = bits;
         // Uninitialised: a q8 layer's blocks always come from a checkpoint or from Quantize, and a memory-mapped load
         // replaces the storage, so writing zeros first would touch gigabytes for nothing.
-        weight = new TorchSharp.Modules.Parameter(empty(outFeatures, inFeatures, dtype: ScalarType.Int8), requires_grad: false);
+        weight = new TorchSharp.Modules.Parameter(bits == 8
+            ? empty(outFeatures, inFeatures, dtype: ScalarType.Int8)
+            : empty(outFeatures, inFeatures / 2, dtype: ScalarType.Byte), requires_grad: false);
         weight_scale = new TorchSharp.Modules.Parameter(empty(outFeatures, inFeatures / Q8.BlockSize), requires_grad: false);
         if (hasBias) bias = new TorchSharp.Modules.Parameter(empty(outFeatures), requires_grad: false);
         RegisterComponents();
@@ -32,12 +37,23 @@ public sealed class QuantizedLinear : nn.Module<Tensor, Tensor>
 
     public long InFeatures { get; }
     public long OutFeatures { get; }
+    /// <summary>8 (q8) or 4 (q4).</summary>
+    public int Bits { get; }
 
     /// <summary>The fp32 weight [out, in] these blocks stand for (scale × int8).</summary>
     public Tensor Dequantize()
     {
         using var scope = NewDisposeScope();
-        var blocks = weight.to(ScalarType.Float32).view(OutFeatures, InFeatures / Q8.BlockSize, Q8.BlockSize);
+        Tensor blocks;
+        if (Bits == 8) {
+            blocks = weight.to(ScalarType.Float32).view(OutFeatures, InFeatures / Q8.BlockSize, Q8.BlockSize);
+        } else {
+            // Byte i of a block: code of weight i in the low nibble, of weight i + 16 in the high one.
+            var bytes = weight.to(ScalarType.Float32).view(OutFeatures, InFeatures / Q4.BlockSize, Q4.BlockBytes);
+            var high = bytes.div(16f).floor_();
+            var low = bytes - high * 16f;
+            blocks = cat(new[] { low, high }, -1) - 8f;
+        }
         return (blocks * weight_scale.unsqueeze(-1)).view(OutFeatures, InFeatures).MoveToOuterDisposeScope();
     }
 
@@ -57,11 +73,14 @@ public sealed class QuantizedLinear : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var rows = source.to(ScalarType.Float32).cpu().contiguous();
         float* x = (float*)Weights.TensorMemory.Pointer(rows);
-        sbyte* q = (sbyte*)Weights.TensorMemory.Pointer(weight);
+        byte* q = (byte*)Weights.TensorMemory.Pointer(weight);
         float* s = (float*)Weights.TensorMemory.Pointer(weight_scale);
         // One row at a time: the block scales of a row never depend on another row.
-        for (long r = 0; r < OutFeatures; r++)
-            Q8.Quantize(x + r * InFeatures, (int)InFeatures, q + r * InFeatures, s + r * (InFeatures / Q8.BlockSize));
+        long rowBytes = InFeatures * Bits / 8;
+        for (long r = 0; r < OutFeatures; r++) {
+            if (Bits == 8) Q8.Quantize(x + r * InFeatures, (int)InFeatures, (sbyte*)q + r * rowBytes, s + r * (InFeatures / Q8.BlockSize));
+            else Q4.Quantize(x + r * InFeatures, (int)InFeatures, q + r * rowBytes, s + r * (InFeatures / Q4.BlockSize));
+        }
         if (bias is not null && sourceBias is not null) bias.copy_(sourceBias.to(ScalarType.Float32));
     }
 }

@@ -302,4 +302,110 @@ public class FusedDecodeTests
         for (int i = 0; i < 64; i++) Assert.True(Math.Abs(values[i] - back[i]) <= scales[i / 32] / 2 + 1e-9f, $"value {i}");
         Assert.Contains(q, v => v == 127 || v == -127);
     }
+
+    [Fact]
+    public void Q4BlocksRoundTripWithinHalfAStep()
+    {
+        var values = Enumerable.Range(0, 64).Select(i => MathF.Sin(i * 0.7f) * (i < 32 ? 0.01f : 3f)).ToArray();
+        var codes = new byte[32];
+        var scales = new float[2];
+        var back = new float[64];
+        unsafe {
+            fixed (float* x = values) fixed (byte* c = codes) fixed (float* sp = scales) fixed (float* b = back) {
+                VisualChat.Kernels.Q4.Quantize(x, 64, c, sp);
+                VisualChat.Kernels.Q4.Dequantize(c, sp, 64, b);
+            }
+        }
+        for (int block = 0; block < 2; block++) {
+            // s = m / −8 for the value m of largest magnitude, which comes back exactly (code 0).
+            var run = values.Skip(32 * block).Take(32).ToArray();
+            float m = run.MaxBy(MathF.Abs);
+            Assert.Equal(m / -8f, scales[block]);
+            Assert.Equal(m, back[32 * block + Array.IndexOf(run, m)]);
+        }
+        for (int i = 0; i < 64; i++) {
+            float s = MathF.Abs(scales[i / 32]), steps = values[i] / scales[i / 32];
+            // Codes reach −8…7 steps: values beyond 7.5 steps (the opposite sign of m) clamp to 7, within one step.
+            float bound = steps > 7.5f ? s : s / 2;
+            Assert.True(Math.Abs(values[i] - back[i]) <= bound + 1e-7f, $"value {i}: {values[i]} came back as {back[i]} (step {s})");
+        }
+        // Weight i and weight i + 16 share a byte: low nibble, high nibble.
+        Assert.Equal(Math.Clamp((int)MathF.Round(values[0] / scales[0]) + 8, 0, 15), codes[0] & 0xF);
+        Assert.Equal(Math.Clamp((int)MathF.Round(values[16] / scales[0]) + 8, 0, 15), codes[0] >> 4);
+    }
+
+    /// <summary>The q4 kernel against the integer dot products it stands for, computed here in double precision:
+    /// Σ_blocks s_w · s_x · Σ (c − 8) · q_x, for batch 1 (the unrolled pairs and the odd last block) and batch 3.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public unsafe void Q4KernelComputesTheBlocksIntegerDotProducts(int batch)
+    {
+        const int rows = 5, cols = 96;   // three blocks: one unrolled pair and the odd one
+        var random = new Random(4);
+        var weights = Enumerable.Range(0, rows * cols).Select(_ => (float)random.NextDouble() * 2 - 1).ToArray();
+        var inputs = Enumerable.Range(0, batch * cols).Select(_ => (float)random.NextDouble() * 4 - 2).ToArray();
+        var codes = new byte[rows * cols / 2];
+        var weightScales = new float[rows * cols / 32];
+        var xq = new sbyte[batch * cols];
+        var xScales = new float[batch * cols / 32];
+        var y = new float[batch * rows];
+        fixed (float* w = weights) fixed (float* x = inputs) fixed (byte* c = codes) fixed (float* ws = weightScales)
+        fixed (sbyte* q = xq) fixed (float* xs = xScales) fixed (float* yp = y) {
+            for (int r = 0; r < rows; r++) VisualChat.Kernels.Q4.Quantize(w + r * cols, cols, c + r * cols / 2, ws + r * cols / 32);
+            VisualChat.Kernels.Q8.Quantize(x, batch * cols, q, xs);
+            var matrix = new VisualChat.Kernels.WeightMatrix(VisualChat.Kernels.WeightFormat.Q4, c, ws, rows, cols);
+            VisualChat.Kernels.MatVec.Multiply(matrix, 0, rows, x, q, xs, cols, batch, yp, rows, accumulate: false);
+        }
+        for (int b = 0; b < batch; b++)
+        for (int r = 0; r < rows; r++) {
+            double expected = 0;
+            for (int block = 0; block < cols / 32; block++) {
+                long dot = 0;
+                for (int i = 0; i < 32; i++) {
+                    int k = block * 32 + i;
+                    byte packed = codes[(r * cols + block * 32) / 2 + i % 16];
+                    int code = i < 16 ? packed & 0xF : packed >> 4;
+                    dot += (code - 8) * xq[b * cols + k];
+                }
+                expected += (double)weightScales[r * cols / 32 + block] * xScales[(b * cols + block * 32) / 32] * dot;
+            }
+            Assert.True(Math.Abs(y[b * rows + r] - expected) <= 1e-5 * (1 + Math.Abs(expected)), $"row {r}, vector {b}: {y[b * rows + r]} vs {expected}");
+        }
+    }
+
+    [Fact]
+    public void Q4StepsStayCloseToTheirDequantizedForward_AndTheFolderRoundTrips()
+    {
+        using var fp32 = Llama(tied: false, bias: false);
+        using var q4 = LlamaQuantizer.Quantize(fp32, bits: 4);
+        Assert.Equal(4, Assert.IsType<QuantizedLinear>(q4.lm_head).Bits);
+        var fused = Decode(q4, i => new DecoderPrompt(Prompts[i]));
+        Assert.Null(q4.FusedDecodeUnavailableReason);
+        q4.FusedDecode = false;
+        var dequantized = Decode(q4, i => new DecoderPrompt(Prompts[i]));
+        fp32.FusedDecode = false;
+        var reference = Decode(fp32, i => new DecoderPrompt(Prompts[i]));
+        float scale = MaxAbs(reference);
+        // The fused path differs from the dequantized forward only by the activations' 8-bit blocks, as for q8.
+        Assert.True(MaxDiff(dequantized, fused) < 0.03f * scale, $"q4 fused vs q4 forward: {MaxDiff(dequantized, fused)} vs scale {scale}");
+        // 16 levels per block are coarse: the logits move further from fp32 than q8's (< 5 %), yet stay bounded.
+        Assert.True(MaxDiff(reference, fused) < 0.3f * scale, $"q4 vs fp32: {MaxDiff(reference, fused)} vs scale {scale}");
+
+        using var source = new TempFolder();
+        using var output = new TempFolder();
+        fp32.SavePretrained(source.Path);
+        var report = LlamaQuantizer.Quantize(source.Path, output.Path, bits: 4);
+        Assert.True(report.OutputWeightBytes < report.SourceWeightBytes / 3, $"{report.OutputWeightBytes} vs {report.SourceWeightBytes}");
+        string config = File.ReadAllText(Path.Combine(output.Path, "config.json"));
+        Assert.Contains("\"quant_method\": \"vchat_q4\"", config);
+        Assert.Contains("\"bits\": 4", config);
+        using var loaded = LlamaForCausalLM.FromPretrained(output.Path);
+        var expected = q4.state_dict();
+        foreach (var (name, tensor) in loaded.state_dict())
+            Assert.True(tensor.equal(expected[name]).all().item<bool>(), $"{name} differs after the round trip");
+        var packed = loaded.state_dict()["model.layers.0.self_attn.q_proj.weight"];
+        Assert.Equal(ScalarType.Byte, packed.dtype);
+        Assert.Equal(new long[] { fp32.Config.NumAttentionHeads * fp32.Config.HeadDim, fp32.Config.HiddenSize / 2 }, packed.shape);
+    }
 }
