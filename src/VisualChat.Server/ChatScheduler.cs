@@ -38,7 +38,7 @@ public sealed class ChatJob(ConversationPrompt prompt, GenerationOptions options
 /// end. Each loop prefills one prompt chunk (one round) of one newcomer, then runs one <see cref="GenerationEngine.Step"/>
 /// for every decoding sequence, so a long prompt delays running streams by at most one chunk per token. A newcomer first
 /// takes the cached state of its conversation's longest known prefix (<see cref="ConversationCache"/>) and prefills only
-/// the rest; when it ends, its state is rewound to its prompt and kept for the conversation's next turn.
+/// the rest; when it ends, its state (prompt and the answer's fed-back ids) is kept for the conversation's next turn.
 /// </summary>
 public sealed class ChatScheduler : IDisposable
 {
@@ -155,6 +155,10 @@ public sealed class ChatScheduler : IDisposable
                 if (job.NextChunk < job.Prompt.Chunks.Count) return;
             }
             var state = job.State!;
+            // Reused chunks, a reused answer and prefilled chunks must add up to the prompt, or the model would read a
+            // different conversation than the client sent.
+            if (state.Length != job.Prompt.Positions)
+                throw new ApiException(500, $"The conversation state holds {state.Length} positions for a prompt of {job.Prompt.Positions}; the request was not run.", "server_error");
             job.PromptEnd = state.Length;
             job.HistoryEnd = state.History[0].Count;
             using (no_grad()) job.PromptLogits = state.NextLogits!.clone().DetachFromDisposeScope();
@@ -216,8 +220,9 @@ public sealed class ChatScheduler : IDisposable
             int fed = (int)(state.Length - job.PromptEnd);
             cache.Put(key, new CachedTurn(state, job.PromptEnd, job.HistoryEnd, logits, [.. job.Sequence!.TokenIds.Take(fed)]));
             job.PromptLogits = null;
-        } else if (key is not null && state.NextLogits is not null && !(job.NextChunk == job.ReusedChunks && job.ReusedAnswerIds > 0)) {
-            // Cancelled during prefill: the state ends at a chunk boundary with that point's logits.
+        } else if (key is not null && state.NextLogits is not null) {
+            // Cancelled during prefill at a chunk boundary (a state taken with part of an answer has no logits until
+            // the rest of its chunk is appended, so it is dropped instead).
             Tensor promptLogits;
             using (no_grad()) promptLogits = state.NextLogits.clone().DetachFromDisposeScope();
             cache.Put(key, new CachedTurn(state, state.Length, state.History[0].Count, promptLogits, []));

@@ -7,7 +7,7 @@ namespace VisualChat.Server;
 /// to the one keyed <see cref="ConversationCache.Put"/>'s key) followed by <paramref name="Answer"/>, the generated ids
 /// that were fed back (every sampled token but the last); <paramref name="PromptLogits"/> are the next-token logits at
 /// <paramref name="PromptEnd"/>.</summary>
-public sealed record CachedTurn(VisualChatConversationState State, long PromptEnd, int HistoryEnd, Tensor PromptLogits, int[] Answer);
+internal sealed record CachedTurn(VisualChatConversationState State, long PromptEnd, int HistoryEnd, Tensor PromptLogits, int[] Answer);
 
 /// <summary>
 /// Conversation states kept after their requests, keyed by the <see cref="PromptChunk.Key"/> of the last whole chunk
@@ -17,7 +17,7 @@ public sealed record CachedTurn(VisualChatConversationState State, long PromptEn
 /// start of the next turn, so those positions are reused as far as the next turn's ids repeat them, and only the rest
 /// of that turn is prefilled. Only the scheduler thread touches it.
 /// </summary>
-public sealed class ConversationCache(long budgetBytes, long bytesPerPosition) : IDisposable
+internal sealed class ConversationCache(long budgetBytes, long bytesPerPosition) : IDisposable
 {
     sealed record Entry(string Key, CachedTurn Turn, long Bytes);
 
@@ -27,6 +27,7 @@ public sealed class ConversationCache(long budgetBytes, long bytesPerPosition) :
     public long BudgetBytes => budgetBytes;
     public long UsedBytes { get; private set; }
     public int Count => entries.Count;
+    /// <summary>States dropped to stay within the budget: the least recently used, or one larger than the whole budget.</summary>
     public long Evictions { get; private set; }
 
     /// <summary>The state holding the longest cached prefix of <paramref name="chunks"/>: it holds the first
@@ -49,8 +50,9 @@ public sealed class ConversationCache(long budgetBytes, long bytesPerPosition) :
             if (kept == 0) {
                 turn.State.Rewind(turn.PromptEnd, turn.HistoryEnd, turn.PromptLogits);
             } else {
+                // No logits: the rest of the chunk is appended next. A state that holds logits is at a chunk boundary.
                 turn.PromptLogits.Dispose();
-                if (kept < turn.Answer.Length) turn.State.Rewind(turn.PromptEnd + kept, turn.HistoryEnd + kept, null);
+                turn.State.Rewind(turn.PromptEnd + kept, turn.HistoryEnd + kept, null);
             }
             return (turn.State, k, kept);
         }
@@ -64,6 +66,7 @@ public sealed class ConversationCache(long budgetBytes, long bytesPerPosition) :
         long bytes = turn.State.Cache.Capacity * bytesPerPosition;
         if (bytes > budgetBytes) {
             Free(turn);
+            Evictions++;
             return;
         }
         if (entries.Remove(key, out var existing)) {

@@ -17,8 +17,9 @@ public sealed record PromptChunk(int[] Ids, IReadOnlyList<RgbImage> Images, long
 /// <summary>
 /// A chat request as the model sees it: the DSVC template's tokens of every round ("### Image k:" numbered across the
 /// conversation, earlier answers from the assistant messages), cut into one <see cref="PromptChunk"/> per round.
-/// Every request is prefilled chunk by chunk in this fixed schedule, cold or warm, so a conversation that reuses the
-/// cache of its first k chunks computes exactly what a cold run computes for them.
+/// Every request is prefilled chunk by chunk in this fixed schedule, cold or warm, so reused chunks hold what a cold run
+/// computes for them — exactly, until a reused generated answer (computed by decode steps, not a prefill) enters the
+/// cache; from then on equal up to float rounding.
 /// </summary>
 public sealed class ConversationPrompt
 {

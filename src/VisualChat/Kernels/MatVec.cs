@@ -147,6 +147,17 @@ internal static unsafe class MatVec
     /// memory latency while a tile's arithmetic runs, near enough to still be in L2 when the tile reaches them.</summary>
     const int PrefetchRows = 8;
 
+    /// <summary>Into L2: the line at <paramref name="at"/> in each of four rows <paramref name="rowBytes"/> apart (called
+    /// once per 16 columns: one line per row for fp32, each bf16 line twice).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void PrefetchGroup(byte* at, long rowBytes)
+    {
+        Sse.Prefetch1(at);
+        Sse.Prefetch1(at + rowBytes);
+        Sse.Prefetch1(at + 2 * rowBytes);
+        Sse.Prefetch1(at + 3 * rowBytes);
+    }
+
     /// <summary>Batches with 512-bit vectors, fp32 or bf16 weights (widened in registers): tiles of 4 rows × 4 vectors
     /// (16 accumulators, 8 loads per 16 FMAs); a row
     /// group's later passes over the batch read it from L1. With a batch the product does several FMAs per weight byte,
@@ -171,14 +182,7 @@ internal static unsafe class MatVec
                 Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default;
                 Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
                 for (int k = 0; k < n; k += 16) {
-                    // One line per row per 16 fp32 columns (bf16: every other iteration's line, twice).
-                    if (prefetch != null) {
-                        long at = (long)k * T.ElementSize;
-                        Sse.Prefetch1(prefetch + at);
-                        Sse.Prefetch1(prefetch + rowBytes + at);
-                        Sse.Prefetch1(prefetch + 2 * rowBytes + at);
-                        Sse.Prefetch1(prefetch + 3 * rowBytes + at);
-                    }
+                    if (prefetch != null) PrefetchGroup(prefetch + (long)k * T.ElementSize, rowBytes);
                     var v0 = Vector512.Load(x0 + k);
                     var v1 = Vector512.Load(x1 + k);
                     var v2 = Vector512.Load(x2 + k);
@@ -207,10 +211,13 @@ internal static unsafe class MatVec
                 Store(w, r + 3, Sum(a32), y2 + r + 3, accumulate); Store(w, r + 3, Sum(a33), y3 + r + 3, accumulate);
             }
             for (; b < batch; b++) {
-                // The batch's last (batch mod 4) vectors: the group's four rows against one vector, four chains.
+                // The batch's last (batch mod 4) vectors: the group's four rows against one vector, four chains. A batch
+                // of 2 or 3 has no 4-wide pass, so its first vector prefetches.
                 float* xb = x + (long)b * xStride, yb = y + (long)b * yStride;
+                byte* prefetch = b == 0 ? ahead : null;
                 Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
                 for (int k = 0; k < n; k += 16) {
+                    if (prefetch != null) PrefetchGroup(prefetch + (long)k * T.ElementSize, rowBytes);
                     var xv = Vector512.Load(xb + k);
                     a0 = Vector512.FusedMultiplyAdd(T.Load512(w0, k), xv, a0);
                     a1 = Vector512.FusedMultiplyAdd(T.Load512(w1, k), xv, a1);

@@ -130,10 +130,10 @@ public sealed partial class LlamaForCausalLM : nn.Module<CausalLMInput, CausalLM
     public Tensor OutputEmbeddingWeight => lm_head switch {
         null => model.embed_tokens.weight!,
         Linear linear => linear.weight!,
-        _ => throw new InvalidOperationException("This model's lm_head is quantized (q8): it has no float weight to train, merge or save in another dtype; work from the float folder it was quantized from."),
+        _ => throw new InvalidOperationException("This model's lm_head is quantized (q8/q4): it has no float weight to train, merge or save in another dtype; work from the float folder it was quantized from."),
     };
 
-    /// <summary>True when the decoder's projections and lm_head are q8 (<see cref="LlamaConfig.Quantization"/>).</summary>
+    /// <summary>True when the decoder's projections and lm_head are q8 or q4 (<see cref="LlamaConfig.Quantization"/>).</summary>
     public bool IsQuantized => Config.Quantization is not null;
 
     public override CausalLMOutput forward(CausalLMInput input)

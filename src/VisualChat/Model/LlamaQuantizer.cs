@@ -54,7 +54,7 @@ public static class LlamaQuantizer
         if (config.Quantization is not null) throw new InvalidDataException($"{origin} is already quantized ({config.Quantization.QuantMethod}); quantize the float model it came from.");
         var quantizedConfig = config.Clone();
         quantizedConfig.Quantization = QuantizationConfig.For(bits);
-        // The head gets its own q8 matrix; the (float) embedding stays for the row lookups.
+        // The head gets its own quantized matrix; the (float) embedding stays for the row lookups.
         quantizedConfig.TieWordEmbeddings = false;
         quantizedConfig.TorchDtype = "float32";
         quantizedConfig.Dtype = null;

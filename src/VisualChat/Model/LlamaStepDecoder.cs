@@ -14,7 +14,7 @@ namespace VisualChat.Model;
 /// weights; libtorch's eager path spends about as long again on per-op dispatch, allocation and separate q/k/v and
 /// gate/up products. Here each layer is five fork/join regions on a persistent <see cref="ThreadTeam"/> — q/k/v as one
 /// band of rows, attention (RoPE, cache write, one or two softmaxes), o with the residual, gate/up with SiLU, down with
-/// the residual — and the serial work between them (RMS norms, quantizing activations for q8 weights) is a few
+/// the residual — and the serial work between them (RMS norms, quantizing activations for q8/q4 weights) is a few
 /// microseconds. No tensor is created in a step; buffers grow with the batch and the context and are then reused.
 /// </summary>
 /// <remarks>

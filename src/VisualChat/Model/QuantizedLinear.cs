@@ -40,7 +40,7 @@ public sealed class QuantizedLinear : nn.Module<Tensor, Tensor>
     /// <summary>8 (q8) or 4 (q4).</summary>
     public int Bits { get; }
 
-    /// <summary>The fp32 weight [out, in] these blocks stand for (scale × int8).</summary>
+    /// <summary>The fp32 weight [out, in] these blocks stand for (scale × int8, or scale × (code − 8)).</summary>
     public Tensor Dequantize()
     {
         using var scope = NewDisposeScope();

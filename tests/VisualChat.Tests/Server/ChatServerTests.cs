@@ -110,6 +110,42 @@ public sealed class ChatServerTests(ServerTestHost host) : IClassFixture<ServerT
         Assert.Contains("vchat_image_feature_cache_hits_total", features.Metrics.ToPrometheus());
     }
 
+    /// <summary>A turn whose assistant message re-tokenizes to the ids the server generated reuses those positions
+    /// (decode-time keys and values) and prefills only the rest of its chunk, here with a new image after the answer;
+    /// the answers still equal a cold server's. The tiny preset's random answers mostly do not re-tokenize (lone UTF-8
+    /// bytes come back as U+FFFD, a first piece without "▁" comes back with it); seed 8's answer to this prompt does.</summary>
+    [Fact]
+    public async Task AnAnswerThatReTokenizesToItsIdsIsReused_AndTurnsStillEqualColdRuns()
+    {
+        string folder = Path.Combine(host.Root, "seed-8");
+        if (!Directory.Exists(folder)) {
+            using var model = VisualChatPresets.Create(VisualChatPresets.Tiny, seed: 8);
+            model.Save(folder);
+        }
+        ServerOptions Options(ServerOptions o) => o with { ModelFolder = folder };
+        await using var warm = await host.StartAsync(Options);
+        await using var cold = await host.StartAsync(o => Options(o) with { KvCacheMb = 0, ImageCacheMb = 0 });
+        var messages = new List<JsonObject> { ServerTestHost.User(ServerTestHost.ImagePart(11), ServerTestHost.TextPart("Describe both.")) };
+        long previousPrompt = 0;
+        for (int round = 1; round <= 3; round++) {
+            var body = ServerTestHost.Body([.. messages.Select(m => (JsonObject)m.DeepClone())]);
+            // Round 1 greedy (the answer that re-tokenizes); then sampled, which any change of the logits would move.
+            if (round > 1) { body["temperature"] = 1.0; body["seed"] = 3; }
+            var (warmStatus, warmJson, _) = await ServerTestHost.PostAsync(warm, body.ToJsonString());
+            var (coldStatus, coldJson, _) = await ServerTestHost.PostAsync(cold, body.ToJsonString());
+            Assert.Equal((200, 200), (warmStatus, coldStatus));
+            string warmText = (string)warmJson!["choices"]![0]!["message"]!["content"]!;
+            Assert.Equal((string)coldJson!["choices"]![0]!["message"]!["content"]!, warmText);
+            long cached = (long)warmJson["usage"]!["prompt_tokens_details"]!["cached_tokens"]!;
+            if (round == 2)
+                Assert.True(cached > previousPrompt, $"round 2 reuses the round-1 answer's positions beyond its prompt of {previousPrompt} (cached {cached}; answer '{warmText}')");
+            previousPrompt = (long)warmJson["usage"]!["prompt_tokens"]!;
+            messages.Add(ServerTestHost.Assistant(warmText));
+            messages.Add(round == 1 ? ServerTestHost.User(ServerTestHost.ImagePart(12), ServerTestHost.TextPart("And this one?"))
+                : ServerTestHost.User(ServerTestHost.TextPart("Which is brighter?")));
+        }
+    }
+
     [Fact]
     public async Task RawHttp_StreamHasOpenAIChunkShapes_UsageChunk_AndDone()
     {
