@@ -59,6 +59,7 @@ public class GenerationEngineEdgeTests
         var engine = new GenerationEngine(decoder);
         using var state = decoder.CreateState();
         Assert.Throws<ArgumentOutOfRangeException>(() => engine.Add(new GenerationRequest(state, new DecoderPrompt([5]), new GenerationOptions { RepetitionPenalty = 0 })));
+        Assert.Empty(state.History[0]);   // refused before the prompt was prefilled
         using var twoRows = new DecoderState(1, 16, batchSize: 2);
         var rows = Assert.Throws<ArgumentException>(() => engine.Add(new GenerationRequest(twoRows, new DecoderPrompt([5]), new GenerationOptions())));
         Assert.Contains("2 rows", rows.Message);
@@ -101,5 +102,30 @@ public class GenerationEngineEdgeTests
         var result = new GenerationEngine(decoder).Generate(new GenerationRequest(state, new DecoderPrompt([5]),
             new GenerationOptions { MaxNewTokens = 2, RepetitionPenalty = 2, StopTokenIds = [] }));
         Assert.Equal([0, 1], result.TokenIds);
+    }
+
+    [Fact]
+    public void TheRepetitionPenaltyReachesPromptTokenZero()
+    {
+        var decoder = new ConstantDecoder(Logits(8, (0, 9f), (1, 8f)));
+        using var state = decoder.CreateState();
+        var result = new GenerationEngine(decoder).Generate(new GenerationRequest(state, new DecoderPrompt([0]),
+            new GenerationOptions { MaxNewTokens = 1, RepetitionPenalty = 2, StopTokenIds = [] }));
+        Assert.Equal([1], result.TokenIds);
+    }
+
+    /// <summary>Text held back because it could begin a stop string is emitted when the sequence ends otherwise.</summary>
+    [Fact]
+    public void ATailThatCouldStartAStopStringIsEmittedAtTheEnd()
+    {
+        var decoder = new ConstantDecoder(Logits(8, (3, 5f)));
+        using var state = decoder.CreateState();
+        var deltas = new List<string>();
+        var engine = new GenerationEngine(decoder, ids => string.Concat(ids.Select(id => id == 3 ? "x" : "?")));
+        var result = engine.Generate(new GenerationRequest(state, new DecoderPrompt([5]),
+            new GenerationOptions { MaxNewTokens = 2, StopTokenIds = [], StopStrings = ["xxx"] }) { OnText = deltas.Add });
+        Assert.Equal(FinishReason.Length, result.FinishReason);
+        Assert.Equal("xx", result.Text);
+        Assert.Equal("xx", string.Concat(deltas));
     }
 }
