@@ -13,6 +13,8 @@ namespace VisualChat.Model;
 /// </summary>
 public sealed class QuantizedLinear : nn.Module<Tensor, Tensor>
 {
+    static readonly Scalar Sixteen = 16f.ToScalar(), Eight = 8f.ToScalar();   // held: see TorchScalars
+
     public readonly TorchSharp.Modules.Parameter weight;
     public readonly TorchSharp.Modules.Parameter weight_scale;
     public readonly TorchSharp.Modules.Parameter? bias;
@@ -50,9 +52,9 @@ public sealed class QuantizedLinear : nn.Module<Tensor, Tensor>
         } else {
             // Byte i of a block: code of weight i in the low nibble, of weight i + 16 in the high one.
             var bytes = weight.to(ScalarType.Float32).view(OutFeatures, InFeatures / Q4.BlockSize, Q4.BlockBytes);
-            var high = bytes.div(16f).floor_();
-            var low = bytes - high * 16f;
-            blocks = cat(new[] { low, high }, -1) - 8f;
+            var high = bytes.div(Sixteen).floor_();
+            var low = bytes - high.mul(Sixteen);
+            blocks = cat(new[] { low, high }, -1).sub_(Eight);
         }
         return (blocks * weight_scale.unsqueeze(-1)).view(OutFeatures, InFeatures).MoveToOuterDisposeScope();
     }
