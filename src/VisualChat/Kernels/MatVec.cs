@@ -30,10 +30,10 @@ internal static unsafe class MatVec
                 BF16(w, rowStart, rowEnd, x, xStride, batch, y, yStride, accumulate);
                 break;
             case WeightFormat.Q8:
-                Q8Rows(w, rowStart, rowEnd, xq, xScales, xStride, batch, y, yStride, accumulate);
+                BlockRows<Q8Blocks>(w, rowStart, rowEnd, xq, xScales, xStride, batch, y, yStride, accumulate);
                 break;
             default:
-                Q4Rows(w, rowStart, rowEnd, xq, xScales, xStride, batch, y, yStride, accumulate);
+                BlockRows<Q4Blocks>(w, rowStart, rowEnd, xq, xScales, xStride, batch, y, yStride, accumulate);
                 break;
         }
     }
@@ -348,71 +348,51 @@ internal static unsafe class MatVec
         return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitude, signedX), Vector256<short>.One);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Q8Rows(in WeightMatrix w, int rowStart, int rowEnd, sbyte* xq, float* xScales, int xStride, int batch, float* y, int yStride, bool accumulate)
+    /// <summary>How a quantized row's blocks of 32 weights are read as signed bytes (q8: loaded; q4: unpacked).</summary>
+    interface IBlockWeights
     {
-        int n = w.Cols, blocks = n / Q8.BlockSize, scaleStride = xStride / Q8.BlockSize;
-        sbyte* data = (sbyte*)w.Data;
-        int r = rowStart;
-        if (batch == 1) {
-            // One row at a time, two blocks per iteration: the weights are read as one sequential stream (as in the
-            // fp32 kernel, this is what the prefetcher follows best) while x and its scales stay in L1.
-            for (; r < rowEnd; r++) {
-                sbyte* row = data + (long)r * n;
-                float* rowScales = w.Scales + (long)r * blocks;
-                Vector256<float> a0 = default, a1 = default;
-                int k = 0;
-                for (; k + 2 <= blocks; k += 2) {
-                    int offset = k * Q8.BlockSize;
-                    var d0 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(row + offset), Avx.LoadVector256(xq + offset)));
-                    var d1 = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(row + offset + Q8.BlockSize), Avx.LoadVector256(xq + offset + Q8.BlockSize)));
-                    a0 = Fma.MultiplyAdd(d0, Vector256.Create(rowScales[k] * xScales[k]), a0);
-                    a1 = Fma.MultiplyAdd(d1, Vector256.Create(rowScales[k + 1] * xScales[k + 1]), a1);
-                }
-                if (k < blocks) {
-                    var d = Avx.ConvertToVector256Single(Dot32(Avx.LoadVector256(row + k * Q8.BlockSize), Avx.LoadVector256(xq + k * Q8.BlockSize)));
-                    a0 = Fma.MultiplyAdd(d, Vector256.Create(rowScales[k] * xScales[k]), a0);
-                }
-                Store(w, r, Vector256.Sum(a0 + a1), y + r, accumulate);
-            }
-        }
-        for (; r < rowEnd; r++) {
-            sbyte* row = data + (long)r * n;
-            float* rowScales = w.Scales + (long)r * blocks;
-            for (int b = 0; b < batch; b++) {
-                sbyte* xb = xq + (long)b * xStride;
-                float* xs = xScales + (long)b * scaleStride;
-                Vector256<float> a = default;
-                for (int k = 0; k < blocks; k++) {
-                    var dot = Dot32(Avx.LoadVector256(row + k * Q8.BlockSize), Avx.LoadVector256(xb + k * Q8.BlockSize));
-                    a = Fma.MultiplyAdd(Avx.ConvertToVector256Single(dot), Vector256.Create(rowScales[k] * xs[k]), a);
-                }
-                Store(w, r, Vector256.Sum(a), y + (long)b * yStride + r, accumulate);
-            }
-        }
+        static abstract Vector256<sbyte> Block(byte* row, int block);
+        static abstract long RowBytes(int cols);
     }
 
-    /// <summary>As <see cref="Q8Rows"/> for 4-bit weights: a block's 16 bytes unpack to 32 signed bytes c − 8 and take
-    /// the same integer dot product with the q8 activations.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Q4Rows(in WeightMatrix w, int rowStart, int rowEnd, sbyte* xq, float* xScales, int xStride, int batch, float* y, int yStride, bool accumulate)
+    struct Q8Blocks : IBlockWeights
     {
-        int n = w.Cols, blocks = n / Q4.BlockSize, scaleStride = xStride / Q4.BlockSize;
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<sbyte> Block(byte* row, int block) => Avx.LoadVector256((sbyte*)row + block * Q8.BlockSize);
+        public static long RowBytes(int cols) => cols;
+    }
+
+    struct Q4Blocks : IBlockWeights
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<sbyte> Block(byte* row, int block) => Q4.Unpack(row + block * Q4.BlockBytes);
+        public static long RowBytes(int cols) => cols / 2;
+    }
+
+    /// <summary>q8 or q4 weights against the q8 activations: per block, the integer dot product times both scales.
+    /// Batch 1 reads one row at a time, two blocks per iteration, so the weights are one sequential stream (what the
+    /// prefetcher follows best) while x and its scales stay in L1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void BlockRows<T>(in WeightMatrix w, int rowStart, int rowEnd, sbyte* xq, float* xScales, int xStride, int batch, float* y, int yStride, bool accumulate)
+        where T : struct, IBlockWeights
+    {
+        int n = w.Cols, blocks = n / Q8.BlockSize, scaleStride = xStride / Q8.BlockSize;
         byte* data = (byte*)w.Data;
+        long rowBytes = T.RowBytes(n);
         for (int r = rowStart; r < rowEnd; r++) {
-            byte* row = data + (long)r * (n / 2);
+            byte* row = data + r * rowBytes;
             float* rowScales = w.Scales + (long)r * blocks;
             if (batch == 1) {
                 Vector256<float> a0 = default, a1 = default;
                 int k = 0;
                 for (; k + 2 <= blocks; k += 2) {
-                    var d0 = Avx.ConvertToVector256Single(Dot32(Q4.Unpack(row + k * Q4.BlockBytes), Avx.LoadVector256(xq + k * Q4.BlockSize)));
-                    var d1 = Avx.ConvertToVector256Single(Dot32(Q4.Unpack(row + (k + 1) * Q4.BlockBytes), Avx.LoadVector256(xq + (k + 1) * Q4.BlockSize)));
+                    var d0 = Avx.ConvertToVector256Single(Dot32(T.Block(row, k), Avx.LoadVector256(xq + k * Q8.BlockSize)));
+                    var d1 = Avx.ConvertToVector256Single(Dot32(T.Block(row, k + 1), Avx.LoadVector256(xq + (k + 1) * Q8.BlockSize)));
                     a0 = Fma.MultiplyAdd(d0, Vector256.Create(rowScales[k] * xScales[k]), a0);
                     a1 = Fma.MultiplyAdd(d1, Vector256.Create(rowScales[k + 1] * xScales[k + 1]), a1);
                 }
                 if (k < blocks) {
-                    var d = Avx.ConvertToVector256Single(Dot32(Q4.Unpack(row + k * Q4.BlockBytes), Avx.LoadVector256(xq + k * Q4.BlockSize)));
+                    var d = Avx.ConvertToVector256Single(Dot32(T.Block(row, k), Avx.LoadVector256(xq + k * Q8.BlockSize)));
                     a0 = Fma.MultiplyAdd(d, Vector256.Create(rowScales[k] * xScales[k]), a0);
                 }
                 Store(w, r, Vector256.Sum(a0 + a1), y + r, accumulate);
@@ -423,7 +403,7 @@ internal static unsafe class MatVec
                 float* xs = xScales + (long)b * scaleStride;
                 Vector256<float> a = default;
                 for (int k = 0; k < blocks; k++) {
-                    var dot = Dot32(Q4.Unpack(row + k * Q4.BlockBytes), Avx.LoadVector256(xb + k * Q4.BlockSize));
+                    var dot = Dot32(T.Block(row, k), Avx.LoadVector256(xb + k * Q8.BlockSize));
                     a = Fma.MultiplyAdd(Avx.ConvertToVector256Single(dot), Vector256.Create(rowScales[k] * xs[k]), a);
                 }
                 Store(w, r, Vector256.Sum(a), y + (long)b * yStride + r, accumulate);
