@@ -123,9 +123,9 @@ public static class BenchCommand
                 var result = DecodeBenchmark.Prefill(config, prefillTokens, gemm, repeats: parse.GetValue(repeats));
                 stdout.WriteLine($"prefill (libtorch fp32, {result.Tokens}-token prompt, batch 1): {result.TokensPerSecond:F1} tokens/s = {result.FlopsPerSecond / 1e9:F1} GFLOP/s of matrix products = {result.ShareOfGemmPeak:P1} of the GEMM peak above");
             }
-            foreach (int bits in new[] { 8, 4 }.Where(b => formatList.Contains($"q{b}")))
+            int[] quantizedBits = [.. new[] { 8, 4 }.Where(b => formatList.Contains($"q{b}"))];
+            foreach (var agreement in quantizedBits.Length == 0 ? [] : DecodeBenchmark.Agreements(config, quantizedBits))
             {
-                var agreement = DecodeBenchmark.Agreement(config, bits);
                 stdout.WriteLine($"{agreement.Format} vs fp32 over {agreement.Positions} teacher-forced positions: greedy token agrees at {agreement.TopOneAgreement:P1}; logit RMS error {agreement.RelativeLogitRmsError:P2} of the logits' RMS");
             }
             if (peerCommand is not null || llama2cRun is not null)

@@ -137,22 +137,28 @@ public static class DecodeBenchmark
         return new PrefillBenchmarkResult(tokens, tokens / best, flops / best, gemmFlops);
     }
 
-    /// <summary>q8 (or, with <paramref name="bits"/> 4, q4) against fp32 on the same random model over
-    /// <paramref name="positions"/> teacher-forced tokens.</summary>
-    public static QuantizationAgreement Agreement(LlamaConfig config, int bits = 8, int positions = 256, long seed = 0)
+    /// <summary>Each quantized format of <paramref name="bits"/> (8: q8, 4: q4) against fp32 on the same random model
+    /// over <paramref name="positions"/> teacher-forced tokens; the fp32 model and its logits are computed once.</summary>
+    public static IReadOnlyList<QuantizationAgreement> Agreements(LlamaConfig config, IReadOnlyList<int> bits, int positions = 256, long seed = 0)
     {
         using var fp32 = new LlamaForCausalLM(config, seed);
         fp32.eval();
-        using var quantizedModel = LlamaQuantizer.Quantize(fp32, bits);
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var ids = tensor(TokenSequence(config, positions, seed).Select(i => (long)i).ToArray()).unsqueeze(0);
         var reference = fp32.forward(new CausalLMInput(InputIds: ids)).Logits;
-        var quantized = quantizedModel.forward(new CausalLMInput(InputIds: ids)).Logits;
-        double agreement = reference.argmax(-1).eq(quantized.argmax(-1)).to(ScalarType.Float32).mean().item<float>();
-        var difference = quantized - reference;
-        double error = difference.mul(difference).mean().sqrt().item<float>() / reference.mul(reference).mean().sqrt().item<float>();
-        return new QuantizationAgreement($"q{bits}", positions, agreement, error);
+        var referenceTokens = reference.argmax(-1);
+        double referenceRms = reference.mul(reference).mean().sqrt().item<float>();
+        var results = new List<QuantizationAgreement>(bits.Count);
+        foreach (int b in bits) {
+            using var quantizedModel = LlamaQuantizer.Quantize(fp32, b);
+            var quantized = quantizedModel.forward(new CausalLMInput(InputIds: ids)).Logits;
+            double agreement = referenceTokens.eq(quantized.argmax(-1)).to(ScalarType.Float32).mean().item<float>();
+            var difference = quantized - reference;
+            double error = difference.mul(difference).mean().sqrt().item<float>() / referenceRms;
+            results.Add(new QuantizationAgreement($"q{b}", positions, agreement, error));
+        }
+        return results;
     }
 
     /// <summary>Weights of the decoder layers' matrices (q, k, v, o, gate, up, down; norms excluded) and of the head.</summary>

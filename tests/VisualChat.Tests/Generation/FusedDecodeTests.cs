@@ -284,10 +284,14 @@ public class FusedDecodeTests
         Assert.Contains("already quantized", again.Message);
     }
 
+    /// <summary>Two 32-value blocks, one small and one 300× larger: each block's own scale must keep the small one precise.</summary>
+    static float[] TwoBlocksOfDifferentScale() =>
+        Enumerable.Range(0, 64).Select(i => MathF.Sin(i * 0.7f) * (i < 32 ? 0.01f : 3f)).ToArray();
+
     [Fact]
     public void Q8BlocksRoundTripWithinHalfAStep()
     {
-        var values = Enumerable.Range(0, 64).Select(i => MathF.Sin(i * 0.7f) * (i < 32 ? 0.01f : 3f)).ToArray();
+        var values = TwoBlocksOfDifferentScale();
         var q = new sbyte[64];
         var scales = new float[2];
         var back = new float[64];
@@ -307,7 +311,7 @@ public class FusedDecodeTests
     [Fact]
     public void Q4BlocksRoundTripWithinHalfAStep()
     {
-        var values = Enumerable.Range(0, 64).Select(i => MathF.Sin(i * 0.7f) * (i < 32 ? 0.01f : 3f)).ToArray();
+        var values = TwoBlocksOfDifferentScale();
         var codes = new byte[32];
         var scales = new float[2];
         var back = new float[64];
