@@ -92,7 +92,7 @@ public sealed partial class VisualChatModel : ICausalDecoder
                 throw new ArgumentException($"Token id {tokens[i]} is outside the embedding matrix of {EmbeddingRows} rows.", nameof(tokens));
         }
         // Causal and mmca decode text steps in the fused kernels; causal+cross reads each conversation's image memory.
-        if (TryFusedStep(states, tokens)) return;
+        if (lm.TryFusedStep(states, tokens, Config.LmVocabSize)) return;
         var device = lm.model.embed_tokens.weight!.device;
         using var noGrad = no_grad();
         for (int i = 0; i < states.Count; i++) {
@@ -103,12 +103,6 @@ public sealed partial class VisualChatModel : ICausalDecoder
             state.SetNextLogits(logits.select(1, 0));
             state.AddHistory(0, [tokens[i]]);
         }
-    }
-
-    bool TryFusedStep(IReadOnlyList<DecoderState> states, IReadOnlyList<int> tokens)
-    {
-        if (lm.lm_head is not null && Config.LmVocabSize != lm.Config.VocabSize) return false;
-        return lm.TryFusedStep(states, tokens, Config.LmVocabSize);
     }
 
     static Tensor TextStepModality(Device device) => tensor(new[] { (long)TokenModality.Text }, new long[] { 1, 1 }, device: device);

@@ -51,8 +51,10 @@ public class KVCacheEdgeTests
         Step(cache, 1, 4, new[] { false, true, true, true }, new long[] { 0, 2, 2, 1 }, value: 3f);
         Assert.Equal(4, cache.Capacity);   // exactly full: no growth
 
+        var before = new[] { cache.LayerKeys(0)!, cache.LayerValues(1)!, cache.ModalityStorage! };
         Step(cache, 1, 1, value: 5f);
         Assert.Equal(8, cache.Capacity);   // doubled
+        Assert.All(before, t => Assert.True(t.IsInvalid, "growing frees the old storage"));
         Step(cache, 1, 12, value: 7f);
         Assert.Equal(17, cache.Capacity);  // 5 + 12 > 2 × 8
         Assert.Equal(17, cache.Length);
@@ -85,6 +87,10 @@ public class KVCacheEdgeTests
         Assert.Equal(4, cache.Length);
         Assert.NotNull(cache.KeyPaddingView());
 
+        // A second padded step does not cancel the first (padding is sticky until a crop removes it).
+        Step(cache, 1, 1, new[] { false });
+        Assert.Equal(new[] { true, true, false, true, false }, Padding(cache));
+        cache.Crop(4);
         cache.Crop(3);                       // the padded position is still inside
         Assert.Equal(new[] { true, true, false }, Padding(cache));
         cache.Crop(2);                       // now it is gone: no mask is needed
